@@ -36,7 +36,7 @@ INPUT_ROLES = ("input_ids", "attention_mask", "token_type_ids")
 QUANT_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 # Keys a format-1 metadata.json must have; the rest is informative.
 REQUIRED_KEYS = ("format", "format_version", "graph", "tokenizer", "labels", "inputs", "outputs",
-                 "quantization", "random_weights", "source")
+                 "quantization", "random_weights", "source", "tools")
 
 
 @dataclass
@@ -132,6 +132,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -143,6 +144,12 @@ def atomic_write_bytes(path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -1,0 +1,144 @@
+"""Interpreter backends: ai-edge-litert, tflite-runtime, or TensorFlow's own tf.lite.
+
+Each is one small spec (module to import, distribution that carries it, install hint); `auto`
+takes the first that imports, preferring ai-edge-litert (the maintained runtime, and ~4x faster
+than tflite-runtime 2.14 on the same graph here). Load failures that mean "this runtime is too
+old for the graph" or "this runtime was built for another numpy" become one-line EdgeErrors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import EdgeError
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    module: str          # module to import
+    interpreter: str     # attribute path of the Interpreter class in it
+    distribution: str    # pip distribution whose version we report
+    install_hint: str
+
+
+BACKENDS = {
+    spec.name: spec
+    for spec in (
+        BackendSpec("litert", "ai_edge_litert.interpreter", "Interpreter", "ai-edge-litert",
+                    "pip install ai-edge-litert (or pip install 'edge-slm[device]')"),
+        BackendSpec("tflite-runtime", "tflite_runtime.interpreter", "Interpreter", "tflite-runtime",
+                    "pip install 'tflite-runtime==2.14.*' 'numpy<2' (or pip install 'edge-slm[tflite-runtime]')"),
+        BackendSpec("tensorflow", "tensorflow", "lite.Interpreter", "tensorflow",
+                    "pip install tensorflow (host only; devices use ai-edge-litert)"),
+    )
+}
+BACKEND_CHOICES = ("auto",) + tuple(BACKENDS)
+AUTO_ORDER = ("litert", "tflite-runtime", "tensorflow")
+
+
+@dataclass
+class Backend:
+    name: str
+    version: str
+    interpreter_class: type
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version}
+
+
+def resolve_backend(name: str = "auto") -> Backend:
+    """Import the named backend (or the first available for 'auto')."""
+    if name == "auto":
+        failures = []
+        for candidate in AUTO_ORDER:
+            try:
+                return _import_backend(BACKENDS[candidate])
+            except EdgeError as e:
+                failures.append(f"{candidate}: {e.message}")
+        raise EdgeError("no TFLite interpreter is installed (" + "; ".join(failures) + ")",
+                        BACKENDS["litert"].install_hint)
+    spec = BACKENDS.get(name)
+    if spec is None:
+        raise EdgeError(f"unknown backend {name!r}", f"one of {', '.join(BACKEND_CHOICES)}")
+    return _import_backend(spec)
+
+
+def _import_backend(spec: BackendSpec) -> Backend:
+    version = _installed_version(spec.distribution)
+    try:
+        interpreter_class = importlib.import_module(spec.module)
+        for attribute in spec.interpreter.split("."):
+            interpreter_class = getattr(interpreter_class, attribute)
+    except ImportError as e:
+        if version is None:
+            raise EdgeError(f"backend {spec.name} is not installed", spec.install_hint) from None
+        raise _numpy_abi_error(spec, version, e) or EdgeError(
+            f"backend {spec.name} {version} failed to import: {_first_line(e)}", spec.install_hint) from None
+    except AttributeError as e:  # numpy 2 vs a numpy-1 build sometimes surfaces as this
+        raise _numpy_abi_error(spec, version, e) or EdgeError(
+            f"backend {spec.name} {version} failed to import: {_first_line(e)}", spec.install_hint) from None
+    return Backend(spec.name, version or "unknown", interpreter_class)
+
+
+def _numpy_abi_error(spec: BackendSpec, version: Optional[str], error: BaseException) -> Optional[EdgeError]:
+    text = str(error)
+    if "numpy" not in text.lower() and "_ARRAY_API" not in text:
+        return None
+    numpy_version = _installed_version("numpy") or "unknown"
+    wanted = "numpy<2" if numpy_version.startswith("2") else "numpy>=2"
+    return EdgeError(f"backend {spec.name} {version} was built against another numpy ABI than the "
+                     f"installed numpy {numpy_version}",
+                     f"install {wanted} in this environment, or use --backend litert")
+
+
+def open_interpreter(backend: Backend, graph: bytes, threads: Optional[int] = None, model_path=None):
+    """Create and allocate an interpreter; translate the runtime's load errors into one line."""
+    kwargs = {"num_threads": threads} if threads else {}
+    source = {"model_path": str(model_path)} if model_path is not None else {"model_content": graph}
+    try:
+        interpreter = backend.interpreter_class(**source, **kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise _load_error(backend, e) from None
+    return interpreter
+
+
+_OP_VERSION = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)' version '(\d+)'")
+_CUSTOM_OP = re.compile(r"Encountered unresolved custom op: ([A-Za-z0-9_]+)")
+
+
+def _load_error(backend: Backend, error: BaseException) -> EdgeError:
+    text = str(error)
+    match = _OP_VERSION.search(text)
+    if match:
+        op, version = match.groups()
+        return EdgeError(
+            f"the graph needs {op} version {version}, which {backend.name} {backend.version} does not have",
+            "pip install ai-edge-litert (newer runtime), or re-convert with "
+            "edge-convert --compat tflite-runtime-2.14", exit_code=3)
+    match = _CUSTOM_OP.search(text)
+    if match:
+        return EdgeError(f"the graph uses custom op {match.group(1)}, unknown to {backend.name} {backend.version}",
+                         "re-convert without SELECT_TF_OPS / custom ops", exit_code=3)
+    if "flatbuffer" in text.lower() or "model provided" in text.lower():
+        return EdgeError(f"{backend.name} {backend.version} cannot parse the graph: {_first_line(error)}",
+                         "the .tflite is damaged or not a TFLite model; copy or convert it again", exit_code=3)
+    return EdgeError(f"{backend.name} {backend.version} failed to load the graph: {_first_line(error)}",
+                     "try another --backend, or re-convert the model", exit_code=3)
+
+
+def _installed_version(distribution: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

