@@ -2,4 +2,6 @@
 
 from .errors import EdgeError
 
+__version__ = "0.1.0"  # the single source: pyproject reads it
+
 __all__ = ["EdgeError"]

@@ -12,12 +12,10 @@ Writer (convert, host) and reader (runtime, device) both live here; it needs onl
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import tempfile
-import zipfile
+import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 VOCAB_FILE = "vocab.txt"
 LABELS_FILE = "labels.txt"
+_CHUNK = 1 << 20
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4..8 of every .tflite
 
 INPUT_ROLES = ("input_ids", "attention_mask", "token_type_ids")
@@ -44,19 +43,50 @@ class Artifact:
     """What the reader hands to the runtime. `metadata` is None for a plain .tflite."""
 
     path: Path
-    graph: bytes
+    graph_size: int  # the flatbuffer is bytes [0, graph_size) of the file; not held in memory
     file_size: int
     metadata: Optional[dict] = None
-    vocab: list = field(default_factory=list)
+    vocab_text: str = ""  # vocab.txt as written: one token per line, "\n"-terminated
     labels: list = field(default_factory=list)
 
     @property
     def has_metadata(self) -> bool:
         return self.metadata is not None
 
+    @property
+    def vocab(self) -> list:
+        return self.vocab_text.split("\n")[:-1] if self.vocab_text else []
+
+    def read_graph(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read(self.graph_size)
+
+
+try:  # CPython's builtin SHA-256: hashlib would map OpenSSL's libcrypto, +3.6 MB RSS on the device
+    from _sha256 import sha256 as _sha256
+except ImportError:
+    try:
+        from _sha2 import sha256 as _sha256  # Python >= 3.12
+    except ImportError:
+        from hashlib import sha256 as _sha256
+
 
 def graph_sha256(graph: bytes) -> str:
-    return hashlib.sha256(graph).hexdigest()
+    return _sha256(graph).hexdigest()
+
+
+def _file_prefix_sha256(f, size: int) -> str:
+    """SHA-256 of the first `size` bytes, streamed so the graph never sits in memory."""
+    digest = _sha256()
+    f.seek(0)
+    remaining = size
+    while remaining > 0:
+        chunk = f.read(min(_CHUNK, remaining))
+        if not chunk:
+            break
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.hexdigest()
 
 
 def build_metadata(*, graph: bytes, tokenizer: dict, labels: list, inputs: list, outputs: list,
@@ -116,6 +146,8 @@ def write_artifact(path, graph: bytes, metadata: dict, vocab: list, labels: list
     check_metadata(metadata)
     if metadata["graph"]["sha256"] != graph_sha256(graph):
         raise EdgeError("metadata graph.sha256 does not match the graph", "build metadata from this graph")
+    import zipfile  # writer-only, like tempfile
+
     zip_bytes = io.BytesIO()
     with zipfile.ZipFile(zip_bytes, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         # metadata.json first: its local header marks where the zip starts (see _has_zip_trace).
@@ -129,6 +161,8 @@ def write_artifact(path, graph: bytes, metadata: dict, vocab: list, labels: list
 
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    import tempfile  # writer-only: keeps it off the device's read path
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
@@ -170,73 +204,117 @@ def read_artifact(path, verify: bool = True) -> Artifact:
             if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
                 what = "empty" if file_size == 0 else "not a TFLite model (no TFL3 identifier)"
                 raise EdgeError(f"{path} is {what}", "pass a .tflite file made by edge-convert or TFLite's converter")
-            f.seek(0)
-            zf, graph_end = _open_appended_zip(f, path)
-            if zf is None:
-                f.seek(0)
-                return Artifact(path=path, graph=f.read(), file_size=file_size)
-            with zf:
-                metadata, vocab, labels = _read_members(zf, path)
-            f.seek(0)
-            graph = f.read(graph_end)
+            found = _read_appended_zip(f, file_size, path)
+            if found is None:
+                if _has_zip_trace(f):
+                    raise EdgeError(f"{path} is truncated or damaged: its metadata zip is unreadable",
+                                    "copy the file to the device again")
+                return Artifact(path=path, graph_size=file_size, file_size=file_size)
+            members, graph_end = found
+            metadata, vocab_text, labels = _parse_members(members, path)
+            expected = metadata["graph"]
+            if verify and (graph_end != expected.get("bytes")
+                           or _file_prefix_sha256(f, graph_end) != expected.get("sha256")):
+                raise EdgeError(f"{path} is damaged: its graph does not match the SHA-256 recorded at "
+                                "conversion", "copy the file to the device again (compare `sha256sum` on both ends)")
     except PermissionError:
         raise EdgeError(f"no permission to read {path}", "check the file's permissions") from None
     except OSError as e:
         raise EdgeError(f"cannot read {path}: {e.strerror or e}", "check the file and the disk") from None
-
-    expected = metadata["graph"]
-    if verify and (len(graph) != expected.get("bytes") or graph_sha256(graph) != expected.get("sha256")):
-        raise EdgeError(f"{path} is damaged: its graph does not match the SHA-256 recorded at conversion",
-                        "copy the file to the device again (compare `sha256sum` on both ends)")
-    return Artifact(path=path, graph=graph, file_size=file_size, metadata=metadata,
-                    vocab=vocab, labels=labels)
+    return Artifact(path=path, graph_size=graph_end, file_size=file_size, metadata=metadata,
+                    vocab_text=vocab_text, labels=labels)
 
 
-def _open_appended_zip(f, path: Path):
-    """Return (ZipFile, offset where the zip starts) or (None, None) for a plain .tflite."""
-    try:
-        zf = zipfile.ZipFile(f)
-    except zipfile.BadZipFile:
-        if _has_zip_trace(f):
-            raise EdgeError(f"{path} is truncated or damaged: its metadata zip is unreadable",
-                            "copy the file to the device again") from None
-        return None, None
-    infos = zf.infolist()
-    if not any(i.filename == METADATA_FILE for i in infos):
-        zf.close()
+# The device reads the zip with this small reader instead of zipfile, which would bring bz2,
+# lzma, shutil and threading along (~1 MB resident). It reads what write_artifact writes: a
+# zip without zip64, members stored or deflated.
+_EOCD = struct.Struct("<4s4H2LH")
+_CENTRAL = struct.Struct("<4s6H3L5H2L")
+_LOCAL = struct.Struct("<4s5H3L2H")
+
+
+def _read_appended_zip(f, file_size: int, path: Path):
+    """Return ({name: bytes}, offset where the zip starts), or None when there is no zip."""
+    tail_size = min(file_size, _EOCD.size + 0xFFFF)
+    f.seek(file_size - tail_size)
+    tail = f.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + _EOCD.size > len(tail):
+        return None
+    _, _, _, _, count, cd_size, cd_offset, comment_size = _EOCD.unpack_from(tail, at)
+    if at + _EOCD.size + comment_size != len(tail):
+        return None  # those bytes were graph data that happened to look like a zip end
+    zip_start = file_size - tail_size + at - cd_size - cd_offset
+    damaged = EdgeError(f"{path} has a damaged metadata zip", "copy the file to the device again")
+    if zip_start < 8:
+        raise damaged
+    f.seek(zip_start + cd_offset)
+    directory = f.read(cd_size)
+    members = {}
+    position = 0
+    for _ in range(count):
+        if position + _CENTRAL.size > len(directory):
+            raise damaged
+        fields = _CENTRAL.unpack_from(directory, position)
+        if fields[0] != b"PK\x01\x02":
+            raise damaged
+        method, crc, compressed, size = fields[4], fields[7], fields[8], fields[9]
+        name_size, extra_size, comment_size, local_offset = fields[10], fields[11], fields[12], fields[16]
+        name = directory[position + _CENTRAL.size:position + _CENTRAL.size + name_size].decode("utf-8", "replace")
+        position += _CENTRAL.size + name_size + extra_size + comment_size
+        f.seek(zip_start + local_offset)
+        local = f.read(_LOCAL.size)
+        if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
+            raise damaged
+        local_fields = _LOCAL.unpack(local)
+        f.seek(local_fields[9] + local_fields[10], os.SEEK_CUR)
+        data = f.read(compressed)
+        try:
+            data = zlib.decompress(data, -15) if method == 8 else data
+        except zlib.error:
+            raise damaged from None
+        if method not in (0, 8) or len(data) != size or zlib.crc32(data) != crc:
+            raise damaged
+        members[name] = data
+    if METADATA_FILE not in members:
         raise EdgeError(f"{path} has appended files but no {METADATA_FILE}",
                         "it was not written by edge-convert; re-create it")
-    # zipfile shifts header offsets by the bytes prepended to the zip, so these are file offsets.
-    return zf, min(i.header_offset for i in infos)
+    return members, zip_start
 
 
 def _has_zip_trace(f) -> bool:
-    f.seek(0)
-    data = f.read()
+    """Whether the remains of our zip (metadata.json's local header) are in the file."""
+    marker = b"PK\x03\x04"
     name = METADATA_FILE.encode()
-    start = data.find(b"PK\x03\x04")
-    while start != -1:
-        if data[start + 30:start + 30 + len(name)] == name:
-            return True
-        start = data.find(b"PK\x03\x04", start + 1)
-    return False
+    overlap = 30 + len(name)
+    f.seek(0)
+    tail = b""
+    while True:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            return False
+        window = tail + chunk
+        start = window.find(marker)
+        while start != -1:
+            if window[start + 30:start + 30 + len(name)] == name:
+                return True
+            start = window.find(marker, start + 1)
+        tail = window[-overlap:]
 
 
-def _read_members(zf: zipfile.ZipFile, path: Path):
+def _parse_members(members: dict, path: Path):
     try:
-        raw = zf.read(METADATA_FILE)
-        metadata = json.loads(raw.decode("utf-8"))
+        metadata = json.loads(members[METADATA_FILE].decode("utf-8"))
         check_metadata(metadata, where=f"{path}:{METADATA_FILE}")
-        vocab_name = metadata["tokenizer"].get("vocab_file", VOCAB_FILE)
-        names = set(zf.namelist())
-        vocab = zf.read(vocab_name).decode("utf-8").splitlines() if vocab_name in names else []
-        labels = (zf.read(LABELS_FILE).decode("utf-8").splitlines() if LABELS_FILE in names
+        vocab_bytes = members.get(metadata["tokenizer"].get("vocab_file", VOCAB_FILE), b"")
+        vocab_text = vocab_bytes.decode("utf-8")
+        labels = (members[LABELS_FILE].decode("utf-8").splitlines() if LABELS_FILE in members
                   else [str(x) for x in metadata["labels"]])
-    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EdgeError(f"{path} has a damaged metadata zip ({type(e).__name__})",
                         "copy the file to the device again") from None
-    if not vocab:
+    if not vocab_text.strip():
         raise EdgeError(f"{path} carries no vocabulary", "re-create the artifact with edge-convert")
     if labels != [str(x) for x in metadata["labels"]]:
         raise EdgeError(f"{path}: labels.txt disagrees with metadata.json", "re-create the artifact")
-    return metadata, vocab, labels
+    return metadata, vocab_text, labels

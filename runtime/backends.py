@@ -9,7 +9,6 @@ old for the graph" or "this runtime was built for another numpy" become one-line
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -69,19 +68,22 @@ def resolve_backend(name: str = "auto") -> Backend:
 
 
 def _import_backend(spec: BackendSpec) -> Backend:
-    version = _installed_version(spec.distribution)
     try:
         interpreter_class = importlib.import_module(spec.module)
         for attribute in spec.interpreter.split("."):
             interpreter_class = getattr(interpreter_class, attribute)
     except ImportError as e:
+        version = _installed_version(spec.distribution)
         if version is None:
             raise EdgeError(f"backend {spec.name} is not installed", spec.install_hint) from None
         raise _numpy_abi_error(spec, version, e) or EdgeError(
             f"backend {spec.name} {version} failed to import: {_first_line(e)}", spec.install_hint) from None
     except AttributeError as e:  # numpy 2 vs a numpy-1 build sometimes surfaces as this
+        version = _installed_version(spec.distribution)
         raise _numpy_abi_error(spec, version, e) or EdgeError(
             f"backend {spec.name} {version} failed to import: {_first_line(e)}", spec.install_hint) from None
+    top_module = importlib.import_module(spec.module.split(".")[0])
+    version = getattr(top_module, "__version__", None) or _installed_version(spec.distribution)
     return Backend(spec.name, version or "unknown", interpreter_class)
 
 
@@ -96,12 +98,14 @@ def _numpy_abi_error(spec: BackendSpec, version: Optional[str], error: BaseExcep
                      f"install {wanted} in this environment, or use --backend litert")
 
 
-def open_interpreter(backend: Backend, graph: bytes, threads: Optional[int] = None, model_path=None):
-    """Create and allocate an interpreter; translate the runtime's load errors into one line."""
+def open_interpreter(backend: Backend, model_path, threads: Optional[int] = None):
+    """Create and allocate an interpreter; translate the runtime's load errors into one line.
+
+    The interpreter mmaps the file (trailing zip and all): the graph is never copied into Python.
+    """
     kwargs = {"num_threads": threads} if threads else {}
-    source = {"model_path": str(model_path)} if model_path is not None else {"model_content": graph}
     try:
-        interpreter = backend.interpreter_class(**source, **kwargs)
+        interpreter = backend.interpreter_class(model_path=str(model_path), **kwargs)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise _load_error(backend, e) from None
@@ -133,6 +137,8 @@ def _load_error(backend: Backend, error: BaseException) -> EdgeError:
 
 
 def _installed_version(distribution: str) -> Optional[str]:
+    import importlib.metadata  # only on error paths: it costs ~3 MB RSS
+
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:

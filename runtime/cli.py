@@ -13,10 +13,8 @@ from typing import Optional
 import click
 
 from .bench import DEFAULT_WARMUP, run_benchmark
-from .data import label_ids, read_dataset
 from .engine import Model, load_model
 from .errors import EdgeError
-from .metrics import classification_report
 from .progress import Progress
 from .results import RANDOM_WEIGHTS_ACCURACY, new_document, write_json
 from .backends import BACKEND_CHOICES
@@ -32,6 +30,8 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
         on_prediction=None) -> dict:
     """Everything `edge-run` does, as a library call. Raises EdgeError on bad input."""
     _check_options(texts, input_path, bench, runs, min_seconds, threads, meter, port)
+    if input_path:
+        from .data import read_dataset  # only with --input: keeps csv & co. off the bench path
     dataset = read_dataset(input_path, text_column, label_column, input_format) if input_path else None
     model = load_model(model_path, backend=backend, threads=threads)
     doc = new_document()
@@ -98,6 +98,9 @@ def _predict(model: Model, texts, dataset, show_progress, on_prediction) -> list
 
 
 def _evaluate(model: Model, dataset, predictions) -> dict:
+    from .data import label_ids
+    from .metrics import classification_report
+
     true_ids = label_ids(dataset, model.labels)
     predicted = [p["index"] for p in predictions]
     report = classification_report(true_ids, predicted, model.labels)

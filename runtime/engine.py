@@ -52,7 +52,7 @@ class Model:
         if artifact.has_metadata:
             from .tokenizer import WordPieceTokenizer
 
-            self.tokenizer = WordPieceTokenizer.from_metadata(artifact.vocab, self.metadata["tokenizer"])
+            self.tokenizer = WordPieceTokenizer.from_metadata(artifact.vocab_text, self.metadata["tokenizer"])
             self.seq_len = self.metadata["tokenizer"]["max_seq_len"]
             graph_len = self.slots[0].buffer.shape[-1]
             if graph_len != self.seq_len:
@@ -190,5 +190,5 @@ def load_model(path, backend: str = "auto", threads: Optional[int] = None, verif
     start = time.perf_counter()
     artifact = read_artifact(Path(path), verify=verify)
     chosen = resolve_backend(backend)
-    interpreter = open_interpreter(chosen, artifact.graph, threads=threads)
+    interpreter = open_interpreter(chosen, threads=threads, model_path=artifact.path)
     return Model(artifact, chosen, interpreter, init_seconds=time.perf_counter() - start)

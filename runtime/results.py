@@ -25,12 +25,9 @@ RANDOM_WEIGHTS_ACCURACY = "n/a (random weights)"
 
 
 def edge_slm_version() -> str:
-    try:
-        from importlib.metadata import version
+    from . import __version__
 
-        return version("edge-slm")
-    except Exception:  # running from a source tree that was never installed
-        return "unknown"
+    return __version__
 
 
 def utc_now() -> str:

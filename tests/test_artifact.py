@@ -19,13 +19,13 @@ from edge_slm.runtime.errors import EdgeError
 def test_round_trip_keeps_graph_metadata_vocab_labels(tiny_fp32, tmp_path, vocab):
     original = read_artifact(tiny_fp32)
     copy = tmp_path / "copy.tflite"
-    write_artifact(copy, original.graph, original.metadata, original.vocab, original.labels)
+    write_artifact(copy, original.read_graph(), original.metadata, original.vocab, original.labels)
     again = read_artifact(copy)
-    assert again.graph == original.graph
+    assert again.read_graph() == original.read_graph()
     assert again.metadata == original.metadata
     assert again.vocab == vocab
     assert again.labels == ["negative", "positive"]
-    assert again.metadata["graph"]["sha256"] == fmt.graph_sha256(again.graph)
+    assert again.metadata["graph"]["sha256"] == fmt.graph_sha256(again.read_graph())
 
 
 def test_associated_files_are_listed_by_zip_tools(tiny_fp32):
@@ -81,11 +81,11 @@ def test_truncated_artifact_is_refused(tiny_fp32, tmp_path):
 
 
 def test_plain_tflite_reads_without_metadata(tiny_fp32, tmp_path):
-    graph = read_artifact(tiny_fp32).graph
+    graph = read_artifact(tiny_fp32).read_graph()
     plain = tmp_path / "plain.tflite"
     plain.write_bytes(graph)
     art = read_artifact(plain)
-    assert art.metadata is None and art.graph == graph and art.vocab == []
+    assert art.metadata is None and art.read_graph() == graph and art.vocab == []
 
 
 @pytest.mark.parametrize("content, message", [(b"", "empty"), (b"hello world, not a model\n", "not a TFLite")])
@@ -119,7 +119,7 @@ def test_writer_refuses_a_hash_that_does_not_match(tiny_fp32, tmp_path):
     meta = json.loads(json.dumps(art.metadata))
     meta["graph"]["sha256"] = "0" * 64
     with pytest.raises(EdgeError, match="sha256"):
-        write_artifact(tmp_path / "x.tflite", art.graph, meta, art.vocab, art.labels)
+        write_artifact(tmp_path / "x.tflite", art.read_graph(), meta, art.vocab, art.labels)
 
 
 def test_interrupted_write_leaves_no_partial_file(tiny_fp32, tmp_path, monkeypatch):
@@ -131,5 +131,5 @@ def test_interrupted_write_leaves_no_partial_file(tiny_fp32, tmp_path, monkeypat
 
     monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        write_artifact(target, art.graph, art.metadata, art.vocab, art.labels)
+        write_artifact(target, art.read_graph(), art.metadata, art.vocab, art.labels)
     assert os.listdir(tmp_path) == []

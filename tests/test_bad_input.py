@@ -78,7 +78,7 @@ def test_text_on_plain_tflite(run_cli, tiny_dynamic, tmp_path):
     from edge_slm.runtime.artifact import read_artifact
 
     plain = tmp_path / "plain.tflite"
-    plain.write_bytes(read_artifact(tiny_dynamic).graph)
+    plain.write_bytes(read_artifact(tiny_dynamic).read_graph())
     assert_one_line_error(*run_cli("--model", plain, "--text", "hi"), "no vocabulary")
 
 

@@ -56,11 +56,11 @@ def _with_trained_flag(path, tmp_path, labels=("negative", "positive")):
     """Same graph, metadata claiming trained weights: exercises the accuracy path only."""
     art = read_artifact(path)
     meta = dict(art.metadata, random_weights=False, labels=list(labels), source="test fixture")
-    meta = build_metadata(graph=art.graph, tokenizer=meta["tokenizer"], labels=meta["labels"],
+    meta = build_metadata(graph=art.read_graph(), tokenizer=meta["tokenizer"], labels=meta["labels"],
                           inputs=meta["inputs"], outputs=meta["outputs"], quantization=meta["quantization"],
                           random_weights=False, source="test fixture", extra={"tools": meta["tools"]})
     out = tmp_path / "trained-flag.tflite"
-    write_artifact(out, art.graph, meta, art.vocab, list(labels))
+    write_artifact(out, art.read_graph(), meta, art.vocab, list(labels))
     return out
 
 
@@ -128,7 +128,7 @@ def test_bench_min_seconds_keeps_running(tiny_dynamic):
 
 def test_plain_tflite_bench_uses_random_inputs(run_cli, tiny_dynamic, tmp_path):
     plain = tmp_path / "plain.tflite"
-    plain.write_bytes(read_artifact(tiny_dynamic).graph)
+    plain.write_bytes(read_artifact(tiny_dynamic).read_graph())
     code, out, err = run_cli("--model", plain, "--bench", "--runs", "5", "--json", "-q")
     assert code == 0, err
     doc = json.loads(out)
