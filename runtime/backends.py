@@ -8,8 +8,11 @@ old for the graph" or "this runtime was built for another numpy" become one-line
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -105,11 +108,34 @@ def open_interpreter(backend: Backend, model_path, threads: Optional[int] = None
     """
     kwargs = {"num_threads": threads} if threads else {}
     try:
-        interpreter = backend.interpreter_class(model_path=str(model_path), **kwargs)
-        interpreter.allocate_tensors()
+        with quiet_native_stderr():  # e.g. "INFO: Created TensorFlow Lite XNNPACK delegate"
+            interpreter = backend.interpreter_class(model_path=str(model_path), **kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise _load_error(backend, e) from None
     return interpreter
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence file descriptor 2, where the runtimes' C++ code logs, for the block.
+
+    Load errors still arrive as Python exceptions; the log would only reach the user's terminal.
+    EDGE_SLM_DEBUG=1 keeps it.
+    """
+    if os.environ.get("EDGE_SLM_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 _OP_VERSION = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)' version '(\d+)'")
