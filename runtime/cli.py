@@ -186,8 +186,11 @@ def _render_energy(e: dict) -> list:
     tag = " (emulated)" if e.get("emulated") else ""
     lines = []
     if e.get("energy_per_inference_mj") is not None:
+        per_joule = e.get("inferences_per_joule")
+        # None when the measured energy is within noise of zero
+        per_joule_text = f"{per_joule:.1f} inferences/J" if per_joule is not None else "inferences/J n/a (energy ≤ 0 within noise)"
         lines.append(f"energy     {e['energy_per_inference_mj']:.3f} ± {e['uncertainty_mj']:.3f} mJ/inference{tag}, "
-                     f"{e['inferences_per_joule']:.1f} inferences/J")
+                     f"{per_joule_text}")
         lines.append(f"power      idle {e['avg_idle_w']:.3f} W, active {e['avg_active_w']:.3f} W{tag}, "
                      f"{e['samples_used']} samples over {e['window_s']:.1f} s")
     else:

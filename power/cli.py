@@ -1,0 +1,249 @@
+"""edge-power: list ports, watch a meter live, record samples to CSV, emulate a meter on a pty.
+
+Thin over the library: every failure a user can fix is an EdgeError printed as one line,
+`error: <what> (hint: <what to do>)`, with a non-zero exit code and no traceback. Whatever is
+measured through an emulator says "EMULATED" on every line of output and `emulated` in files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Optional
+
+import click
+
+from edge_slm.runtime.artifact import atomic_write_text
+from edge_slm.runtime.errors import EdgeError
+
+from .emulated_ports import running_emulators, state_dir
+from .line_protocol import DEFAULT_LINE_FORMAT
+from .emulator import EMULATED_PROTOCOLS, EmulatedSignal, FaultPlan, PtyEmulator, make_engine
+from .meter import METERS, meter_class, meter_names
+from .sampler import Sampler
+from .traces import parse_trace
+
+
+def _meter_options(baud: Optional[int], line_format: Optional[str], meter: str) -> dict:
+    options = {}
+    if baud:
+        options["baudrate"] = baud
+    if line_format:
+        takers = [name for name, cls in sorted(METERS.items()) if "line_format" in cls.extra_options]
+        if "line_format" not in meter_class(meter).extra_options:
+            raise EdgeError(f"--line-format applies to --meter {' or '.join(takers)}, not {meter}",
+                            f"drop --line-format or use --meter {takers[0]}")
+        options["line_format"] = line_format
+    return options
+
+
+def meter_arguments(command):
+    """The options every command that reads a meter takes."""
+    command = click.option("--timeout", "probe_timeout_s", type=float, default=3.0, show_default=True,
+                           help="Seconds to wait for the first valid reading.")(command)
+    command = click.option("--line-format", default=None,
+                           help=f"Line meters: the line format [default: {DEFAULT_LINE_FORMAT}].")(command)
+    command = click.option("--baud", type=int, default=None,
+                           help="Baud rate [default: the meter's, 9600 for UM, 115200 for line].")(command)
+    command = click.option("--port", required=True,
+                           help="Device path (/dev/rfcomm0, /dev/ttyUSB0) or pyserial URL "
+                                "(socket://, rfc2217://).")(command)
+    command = click.option("--meter", type=click.Choice(meter_names(), case_sensitive=False),
+                           default="um25c", show_default=True, help="Meter type.")(command)
+    return command
+
+
+def _stop_on_sigterm() -> None:
+    """`kill` stops as gracefully as Ctrl-C: the summary is printed, the files closed."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _label(emulated: bool) -> str:
+    return " EMULATED" if emulated else ""
+
+
+@click.group(help="USB power meters over serial: energy per inference for edge-slm.")
+def cli() -> None:
+    pass
+
+
+@cli.command("list", help="List serial ports and running emulators.")
+def list_command() -> None:
+    from serial.tools import list_ports
+
+    ports = sorted(list_ports.comports(), key=lambda p: p.device)
+    click.echo("serial ports:" if ports else "serial ports: none found")
+    for port in ports:
+        details = "; ".join(x for x in (port.description, port.hwid) if x and x != "n/a")
+        click.echo(f"  {port.device}  {details}")
+    emulators = running_emulators()
+    click.echo("emulators:" if emulators else "emulators: none running")
+    for entry in emulators:
+        link = f" (also {entry['link']})" if entry.get("link") else ""
+        click.echo(f"  {entry['pty']}{link}  {entry['protocol']}  pid {entry['pid']}  EMULATED")
+
+
+@cli.command(help="Print live voltage, current and power until Ctrl-C (or --count readings).")
+@meter_arguments
+@click.option("--count", type=int, default=0, help="Stop after this many readings (0: run until Ctrl-C).")
+def watch(meter: str, port: str, baud: Optional[int], line_format: Optional[str],
+          probe_timeout_s: float, count: int) -> None:
+    sampler = Sampler(meter, port, meter_options=_meter_options(baud, line_format, meter),
+                      probe_timeout_s=probe_timeout_s,
+                      warn=lambda m: click.echo(f"warning: {m}", err=True))
+    _stop_on_sigterm()
+    sampler.start()
+    click.echo(f"{sampler.driver.describe()}: Ctrl-C to stop{_label(sampler.emulated)}")
+    shown = 0
+    try:
+        while not count or shown < count:
+            samples = sampler.samples
+            for s in samples[shown:count or None]:
+                volts = "      -  " if s.voltage_v is None else f"{s.voltage_v:7.3f} V"
+                amps = "       -  " if s.current_a is None else f"{s.current_a:8.4f} A"
+                click.echo(f"{volts} {amps} {s.power_w:8.4f} W{_label(sampler.emulated)}")
+            shown = len(samples) if not count else min(len(samples), count)
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sampler.stop()
+
+
+@cli.command(help="Record samples to CSV for --duration seconds (Ctrl-C stops early, keeping all).")
+@meter_arguments
+@click.option("--duration", type=float, required=True, help="Seconds to record.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
+              help="Also write the summary (counts, rate, emulated, events) as JSON.")
+def record(meter: str, port: str, baud: Optional[int], line_format: Optional[str],
+           probe_timeout_s: float, duration: float, out: str, summary_json: Optional[str]) -> None:
+    if duration <= 0:
+        raise EdgeError(f"--duration must be positive, got {duration}", "e.g. --duration 60")
+    sampler = Sampler(meter, port, csv_path=out, meter_options=_meter_options(baud, line_format, meter),
+                      probe_timeout_s=probe_timeout_s,
+                      warn=lambda m: click.echo(f"warning: {m}", err=True))
+    _stop_on_sigterm()
+    sampler.start()
+    click.echo(f"recording {sampler.driver.describe()} for {duration:g} s to {out}"
+               f"{_label(sampler.emulated)}", err=True)
+    interrupted = False
+    try:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+    except KeyboardInterrupt:
+        interrupted = True
+    summary = sampler.stop()
+    samples = sampler.samples
+    mean_w = sum(s.power_w for s in samples) / len(samples) if samples else float("nan")
+    energy_j = sum(0.5 * (a.power_w + b.power_w) * (b.t - a.t) for a, b in zip(samples, samples[1:]))
+    data = summary.as_dict()
+    data.update({"mean_power_w": round(mean_w, 6), "energy_j": round(energy_j, 6),
+                 "interrupted": interrupted, "source": "emulated meter" if summary.emulated else "meter"})
+    if summary_json:
+        atomic_write_text(summary_json, json.dumps(data, indent=2) + "\n")
+    click.echo(f"recorded {summary.samples} samples in {summary.stopped_at - summary.started_at:.1f} s "
+               f"({summary.rate_hz:.2f} Hz) from {sampler.driver.model} at {port}: mean {mean_w:.4f} W, "
+               f"{energy_j:.3f} J; garbage frames {summary.garbage_frames}, disconnects "
+               f"{summary.disconnects}, reconnects {summary.reconnects}"
+               f"{' (interrupted)' if interrupted else ''} -> {out}{_label(summary.emulated)}")
+
+
+def _parse_stall(text: str):
+    start, _, length = text.partition(":")
+    try:
+        return float(start), float(length) if length else float("inf")
+    except ValueError:
+        raise EdgeError(f"bad --stall {text!r}", "give START:SECONDS, e.g. --stall 30:5 (or 30 for forever)") from None
+
+
+@cli.command(help="Emulate a meter on a pseudo-terminal, driven by a power trace, with optional faults.")
+@click.option("--protocol", type=click.Choice(EMULATED_PROTOCOLS), default="um25c",
+              show_default=True)
+@click.option("--trace", "trace_spec", default="constant:2.0", show_default=True,
+              help="constant:W | steps:T=W,T=W,... | file:PATH.csv | cpu")
+@click.option("--idle-w", type=float, default=2.0, show_default=True, help="cpu trace: power at idle.")
+@click.option("--active-w", type=float, default=3.5, show_default=True,
+              help="cpu trace: power with every core busy.")
+@click.option("--follow-pid", type=int, default=None,
+              help="cpu trace: follow this process's CPU load instead of the machine's.")
+@click.option("--noise-w", type=float, default=0.02, show_default=True, help="Gaussian noise on power.")
+@click.option("--bus-voltage", type=float, default=5.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise and faults.")
+@click.option("--line-format", default=DEFAULT_LINE_FORMAT, show_default=True)
+@click.option("--line-rate", type=float, default=20.0, show_default=True, help="line: lines per second.")
+@click.option("--baud", type=int, default=None, help="Pacing baud rate [default: the meter's].")
+@click.option("--drop-bytes", type=float, default=0.0, help="Probability each byte of a frame is lost.")
+@click.option("--garbage", type=float, default=0.0, help="Probability a frame is preceded by garbage.")
+@click.option("--stall", "stalls", multiple=True, help="START:SECONDS of silence (repeatable).")
+@click.option("--disconnect-at", type=float, default=None, help="Unplug after this many seconds.")
+@click.option("--reconnect-after", type=float, default=None, help="Come back this many seconds later.")
+@click.option("--link", default=None, help="Serve through this symlink (stable across reconnects).")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--stats-out", type=click.Path(dir_okay=False), default=None,
+              help="Write the emulator's counters (frames sent, garbage injected, ...) as JSON at exit.")
+def emulate(protocol, trace_spec, idle_w, active_w, follow_pid, noise_w, bus_voltage, seed,
+            line_format, line_rate, baud, drop_bytes, garbage, stalls, disconnect_at,
+            reconnect_after, link, duration, stats_out) -> None:
+    trace = parse_trace(trace_spec, idle_w=idle_w, active_w=active_w, follow_pid=follow_pid)
+    signal_source = EmulatedSignal(trace, bus_voltage_v=bus_voltage, noise_w=noise_w, seed=seed)
+    engine = make_engine(protocol, signal_source, line_format=line_format, line_rate_hz=line_rate)
+    faults = FaultPlan(drop_byte_probability=drop_bytes, garbage_probability=garbage,
+                       stalls=tuple(_parse_stall(s) for s in stalls), disconnect_at_s=disconnect_at,
+                       reconnect_after_s=reconnect_after, seed=seed)
+    if reconnect_after is not None and link is None:
+        state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+        link = str(state_dir() / f"tty-{protocol}-{os.getpid()}")
+    emulator = PtyEmulator(engine, faults=faults, baudrate=baud, link=link, protocol=protocol)
+
+    _stop_on_sigterm()
+    emulator.start()
+    click.echo(f"port: {emulator.port}")
+    click.echo(f"EMULATED {engine.describe} on {emulator.pty_path}; trace: {trace.describe}; "
+               f"Ctrl-C to stop", err=True)
+    sys.stdout.flush()
+    try:
+        end = None if duration is None else time.monotonic() + duration
+        while (end is None or time.monotonic() < end) and emulator.stats.error is None:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    stats = emulator.stop()
+    if stats_out:
+        atomic_write_text(stats_out, json.dumps(stats.as_dict(), indent=2) + "\n")
+    click.echo(f"emulator stopped: {stats.frames_sent} frames sent, {stats.garbage_injected} garbage "
+               f"bursts, {stats.frames_corrupted} corrupted, {stats.disconnects} disconnects, "
+               f"{stats.reconnects} reconnects", err=True)
+    if stats.error:
+        raise EdgeError(f"emulator failed: {stats.error}", "this is a bug in edge-power emulate")
+
+
+def main(argv=None) -> int:
+    try:
+        result = cli.main(args=argv, prog_name="edge-power", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except EdgeError as exc:
+        click.echo(f"error: {exc.one_line()}", err=True)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        code = 130
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()
