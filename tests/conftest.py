@@ -52,8 +52,6 @@ def _require_tf():
 def tiny_artifacts(tmp_path_factory, minilm_dir):
     """Tiny random-init BERT artifacts (2 layers, hidden 32, seq 16): {quant: path}."""
     _require_tf()
-    if os.environ.get("EDGE_DEV_TINY"):  # TEMP until the converter lands
-        return {q: Path(f"/tmp/dev/tiny-{q}.tflite") for q in ("fp32", "dynamic")}
     from edge_slm.convert.api import convert
 
     out = tmp_path_factory.mktemp("tiny")

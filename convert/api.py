@@ -1,0 +1,412 @@
+"""`convert()`: one model -> one validated artifact per quantization mode. The CLI is a thin shell.
+
+Order of work, cheapest first: every input is checked before TensorFlow is imported; then
+load -> trace -> convert (fp32, shared) -> quantize (per mode) -> validate -> write. The model is
+built and traced once for all modes; integer modes reuse the fp32 graph (see graph.py).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from edge_slm.models.registry import load_registry
+from edge_slm.runtime.artifact import atomic_write_text, build_metadata, graph_sha256, write_artifact
+from edge_slm.runtime.errors import EdgeError
+
+from . import hub
+from .architectures import ArchitectureSpec
+from .graph import COMPAT_TARGETS, FLOAT_MODES, QUANT_MODES, QuantMode, check_runtime_survives
+from .progress import StageLog
+from .source import (ModelSource, find_weights, read_config, read_vocab, resolve_source, tokenizer_metadata,
+                     tokenizer_settings)
+from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, generated_texts,
+                    read_text_file)
+from .tf_env import captured_native_stderr
+
+REPORT_SCHEMA = "edge-slm.convert-report"
+VALIDATION_FAILED_EXIT = 3
+
+
+@dataclass
+class ConversionResult:
+    model: str
+    quant: str
+    artifact_path: Optional[str]   # None when validation rejected the graph
+    report_path: str
+    seq_len: int
+    graph_bytes: int
+    file_bytes: Optional[int]
+    random_weights: bool
+    validation: Optional[dict]     # None with validate=False
+    timings: dict                  # stage -> seconds; shared stages (load, trace, convert) included
+    reference_accuracy: Optional[dict] = None  # the registry's model-card figure (fp32)
+
+    @property
+    def passed(self) -> bool:
+        return self.artifact_path is not None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ValidationFailed(EdgeError):
+    """Some modes failed validation; `results` holds every mode's result (reports are written)."""
+
+    def __init__(self, message: str, hint: str, results: list):
+        super().__init__(message, hint, exit_code=VALIDATION_FAILED_EXIT)
+        self.results = results
+
+
+def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional[int] = None,
+            out_dir=".", *, random_init: bool = False, calibration: Optional[str] = None,
+            compat: Optional[str] = None, validate: bool = True,
+            validation_samples: int = DEFAULT_VALIDATION_SAMPLES,
+            calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+            min_agreement: Optional[float] = None, config_overrides: Optional[dict] = None,
+            registry_files: Iterable = (), random_init_if_offline: bool = False, seed: int = 0,
+            progress: Optional[StageLog] = None) -> list:
+    """Convert `source` (registry name, checkpoint directory or hub id) into one artifact per mode.
+
+    Returns a ConversionResult per mode, in the order given. Raises EdgeError for bad input and
+    ValidationFailed (exit code 3) when a mode's label agreement is below its threshold; the
+    artifact of a failing mode is not written, its report is.
+    """
+    modes = parse_quant_modes(quant_modes)
+    check_seq_len(seq_len)
+    compat_target = _compat(compat)
+    if validation_samples < 0 or (validation_samples == 0 and calibration is None):
+        raise EdgeError(f"--validation-samples must be positive (0 = all texts of --calibration), "
+                        f"got {validation_samples}", f"e.g. --validation-samples {DEFAULT_VALIDATION_SAMPLES}")
+    if calibration_samples < 1:
+        raise EdgeError(f"--calibration-samples must be at least 1, got {calibration_samples}",
+                        f"e.g. --calibration-samples {DEFAULT_CALIBRATION_SAMPLES}")
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise EdgeError(f"--min-agreement must be within [0, 1], got {min_agreement}", "e.g. --min-agreement 0.95")
+    out = prepare_out_dir(out_dir)
+    src = resolve_source(source, load_registry(registry_files))
+    file_texts = read_text_file(calibration) if calibration else None
+    log = progress or StageLog(enabled=False)
+    job = _Job(src, modes, seq_len, out, random_init, file_texts, compat_target, validate,
+               (validation_samples, calibration_samples),
+               min_agreement, config_overrides, random_init_if_offline, seed, log)
+    return job.run()
+
+
+def parse_quant_modes(quant_modes: Iterable) -> list:
+    names = [quant_modes] if isinstance(quant_modes, str) else list(quant_modes)
+    if not names:
+        raise EdgeError("no quantization mode given", f"pass --quant with one of {', '.join(QUANT_MODES)}")
+    unknown = [n for n in names if n not in QUANT_MODES]
+    if unknown:
+        raise EdgeError(f"unknown quantization mode {unknown[0]!r}", f"one of {', '.join(QUANT_MODES)}")
+    return [QUANT_MODES[n] for n in dict.fromkeys(names)]
+
+
+def check_seq_len(seq_len: Optional[int]) -> None:
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2):
+        raise EdgeError(f"--seq-len must be an integer of at least 2 ([CLS] and [SEP]), got {seq_len}",
+                        "e.g. --seq-len 128")
+
+
+def _compat(compat: Optional[str]):
+    if compat is None:
+        return None
+    if compat not in COMPAT_TARGETS:
+        raise EdgeError(f"unknown --compat target {compat!r}", f"one of {', '.join(COMPAT_TARGETS)}")
+    return COMPAT_TARGETS[compat]
+
+
+def prepare_out_dir(out_dir) -> Path:
+    """Create the output directory and prove it takes a file (os.access lies for root)."""
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise EdgeError(f"output directory {path} is a file", "pass a directory to -o")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise EdgeError(f"output directory {path} is not writable ({e.strerror or e})",
+                        "pass a directory you can write to with -o") from None
+    return path
+
+
+def artifact_name(model: str, mode: str, compat) -> str:
+    return f"{model}-{mode}{'-' + compat.name if compat else ''}.tflite"
+
+
+class _Job:
+    """One conversion: the state shared by all of a model's quantization modes."""
+
+    def __init__(self, src: ModelSource, modes, seq_len, out: Path, random_init, file_texts, compat,
+                 validate, sample_counts, min_agreement, config_overrides, random_init_if_offline, seed, log):
+        self.src, self.modes, self.out, self.compat = src, modes, out, compat
+        self.seq_len, self.random_init, self.validate = seq_len, random_init, validate
+        self.validation_samples, self.calibration_samples = sample_counts
+        self.file_texts, self.min_agreement = file_texts, min_agreement
+        self.config_overrides, self.random_init_if_offline, self.seed = config_overrides, random_init_if_offline, seed
+        self.log = log
+        self.name = src.name
+
+    # ---- the pipeline ----------------------------------------------------------------------
+    def run(self) -> list:
+        with tempfile.TemporaryDirectory(prefix="edge-convert-") as scratch:
+            self.scratch = Path(scratch)
+            return self._run()
+
+    def _run(self) -> list:
+        weights_file = self._locate_checkpoint()
+        if weights_file is None:
+            self.log.note(self.name, "random weights (--random-init): its predictions mean nothing")
+        self.src.config = {**self.src.config, **(self.config_overrides or {})}
+        spec: ArchitectureSpec = self.src.spec
+        limit = self.src.config.get("max_position_embeddings", 512)
+        seq_len = self.seq_len or min(self.src.default_seq_len, limit if isinstance(limit, int) else 512)
+        self._check_positions(seq_len)
+        vocab, vocab_origin = read_vocab(self.src.directory)
+        settings = tokenizer_settings(self.src.directory)
+        tokenizer_meta = tokenizer_metadata(settings, vocab, seq_len)
+        self._check_vocab_size(vocab)
+        texts, calibration_texts = self._texts(vocab, seq_len)
+
+        from .graph import (MASK_MAGNITUDE_FOR_INTEGER_MODES, convert_graph, graph_facts, quantize_integer,
+                            soften_attention_mask, trace)
+        from .weights import build_model, make_config
+
+        config = make_config(spec, self.src.config, self.src.labels)
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+        with self.log.stage(self.name, "load", "random weights" if weights_file is None else weights_file.name):
+            model, weights = build_model(spec, config, seq_len, weights_file, self.seed)
+        if weights.newly_initialized:
+            self.log.note(self.name, f"the checkpoint has no {', '.join(weights.newly_initialized)}: that head is "
+                                     "random, so the artifact's predictions mean nothing until it is fine-tuned")
+        with self.log.stage(self.name, "trace", f"{spec.tf_class} [1, {seq_len}]"):
+            frozen = trace(model, spec, seq_len)
+
+        tokenizer = None
+        if self.validate or any(m.integer for m in self.modes):
+            from .validate import hf_tokenizer
+
+            tokenizer = hf_tokenizer(self._vocab_path(vocab), settings)
+        reference = None
+        if self.validate:
+            from .validate import reference as compute_reference
+
+            with self.log.stage(self.name, "validate", f"TF reference on {len(texts.texts)} texts"):
+                reference = compute_reference(model, tokenizer, texts.texts, seq_len, spec)
+
+        fp32_graph = None
+        if any(m.name == "fp32" or m.integer for m in self.modes):
+            with self.log.stage(self.name, "convert", "fp32"):
+                fp32_graph = convert_graph(frozen, QUANT_MODES["fp32"], self.compat)
+
+        context = dict(spec=spec, config=config, labels=labels, seq_len=seq_len, tokenizer_meta=tokenizer_meta,
+                       vocab=vocab, vocab_origin=vocab_origin, weights=weights, texts=texts,
+                       calibration_texts=calibration_texts, reference=reference)
+        results = []
+        for mode in self.modes:
+            if mode.name == "fp32":
+                graph = fp32_graph
+            elif mode.integer:
+                self.log.note(self.name, f"calibrating {mode.name} on {len(calibration_texts.texts)} texts "
+                                         f"({calibration_texts.source})")
+                with self.log.stage(self.name, "quantize", mode.name):
+                    representative = self._representative(tokenizer, calibration_texts, seq_len, fp32_graph)
+                    graph = quantize_integer(soften_attention_mask(fp32_graph, MASK_MAGNITUDE_FOR_INTEGER_MODES),
+                                             mode, representative)
+            else:
+                with self.log.stage(self.name, "quantize", mode.name):
+                    graph = convert_graph(frozen, mode, self.compat)
+            results.append(self._finish(mode, graph, graph_facts(graph), context))
+        self._release(model)
+        failed = [r for r in results if not r.passed]
+        if failed:
+            detail = "; ".join(f"{r.quant}: label agreement {r.validation['label_agreement']:.3f} < "
+                               f"{r.validation['min_agreement']:.3f}" for r in failed)
+            raise ValidationFailed(f"{self.name}: validation failed ({detail}); those artifacts were not written",
+                                   f"see {failed[0].report_path}; --min-agreement or --no-validate to keep them",
+                                   results)
+        return results
+
+    def _finish(self, mode: QuantMode, graph: bytes, facts: dict, ctx: dict) -> ConversionResult:
+        from edge_slm.runtime.results import edge_slm_version, utc_now
+
+        from .graph import check_graph_io
+
+        spec, config, labels, seq_len = ctx["spec"], ctx["config"], ctx["labels"], ctx["seq_len"]
+        inputs = check_graph_io(facts, spec, seq_len, len(labels))
+        path = self.out / artifact_name(self.name, mode.name, self.compat)
+        report_path = path.with_name(path.name + ".report.json")
+        weights = ctx["weights"]
+        import transformers
+
+        from .tf_env import tensorflow
+
+        extra = {
+            "model": {"name": self.name, "architecture": spec.tf_class, "model_type": spec.model_type,
+                      "num_labels": len(labels), "num_layers": config.num_hidden_layers,
+                      "hidden_size": config.hidden_size,
+                      "reference": self.src.entry.reference if self.src.entry else None},
+            "tools": {"tensorflow": tensorflow().__version__, "transformers": transformers.__version__,
+                      "edge_slm": edge_slm_version()},
+            "created": utc_now(),
+            "weights": weights.as_dict(),
+            "compat": self.compat.name if self.compat else None,
+            "graph_ops": {k: facts[k] for k in ("op_count", "float_op_count", "op_versions")},
+            "quantization_detail": mode.description,
+            "vocab_source": ctx["vocab_origin"],
+        }
+        if mode.integer:
+            extra["calibration"] = ctx["calibration_texts"].describe()
+        common = dict(graph=graph, tokenizer=ctx["tokenizer_meta"], labels=labels, inputs=inputs,
+                      outputs=[{"name": facts["outputs"][0]["name"], "role": "logits"}], quantization=mode.name,
+                      random_weights=weights.random_weights, source=self.src.description)
+        provisional = write_artifact(self.scratch / path.name, graph, build_metadata(**common, extra=extra),
+                                     ctx["vocab"], labels)
+        check_runtime_survives(provisional, mode)  # even with --no-validate: never ship a crashing graph
+        validation = None
+        if self.validate:
+            with self.log.stage(self.name, "validate", mode.name):
+                validation = self._validate(mode, provisional, ctx)
+        extra["validation"] = validation if validation is not None else {"skipped": True}
+        metadata = build_metadata(**common, extra=extra)
+        written = validation is None or validation["passed"]
+        with self.log.stage(self.name, "write", path.name if written else f"{report_path.name} (rejected)"):
+            if written:
+                write_artifact(path, graph, metadata, ctx["vocab"], labels)
+            timings = self._timings(mode)
+            report = {"schema": REPORT_SCHEMA, "schema_version": 1, "created": extra["created"],
+                      "artifact": str(path) if written else None, "rejected": not written,
+                      "source": self.src.description, "quantization": mode.name, "seq_len": seq_len,
+                      "random_weights": weights.random_weights,
+                      "graph": {"bytes": len(graph), "sha256": graph_sha256(graph), **facts},
+                      "file_bytes": path.stat().st_size if written else None,
+                      "validation": extra["validation"], "timings_seconds": timings,
+                      **{k: extra[k] for k in ("model", "tools", "weights", "compat")},
+                      "calibration": extra.get("calibration")}
+            atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+        return ConversionResult(model=self.name, quant=mode.name, artifact_path=str(path) if written else None,
+                                report_path=str(report_path), seq_len=seq_len, graph_bytes=len(graph),
+                                file_bytes=report["file_bytes"], random_weights=weights.random_weights,
+                                validation=validation, timings=timings,
+                                reference_accuracy=extra["model"]["reference"])
+
+    def _validate(self, mode: QuantMode, provisional: Path, ctx: dict) -> dict:
+        """Run the provisional artifact through the device runtime against the TF reference."""
+        from edge_slm.runtime.engine import load_model
+
+        from .validate import compare
+
+        threshold = self.min_agreement if self.min_agreement is not None else mode.min_agreement
+        enforced = (self.min_agreement is not None or not ctx["weights"].random_weights
+                    or mode.name in FLOAT_MODES)
+        with captured_native_stderr():  # the runtime's "Created XNNPACK delegate" line
+            device_model = load_model(provisional)
+            metrics = compare(ctx["reference"], device_model, threshold, enforced)
+        metrics["texts_source"] = ctx["texts"].source
+        metrics["backend"] = device_model.backend.describe()
+        return metrics
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _locate_checkpoint(self) -> Optional[Path]:
+        """Make src.directory/config final; return the weights file (None = random init)."""
+        src = self.src
+        if src.kind == "local":
+            if self.random_init:
+                return None
+            weights = find_weights(src.directory)
+            if weights is None:
+                raise EdgeError(f"{src.directory} has no weights (model.safetensors, tf_model.h5 or pytorch_model.bin)",
+                                "add the weights file, or pass --random-init for random weights")
+            return weights
+        if src.kind == "registry" and self.random_init:
+            return None
+        try:
+            with self.log.stage(self.name, "load", f"fetch {src.hf_id}"):
+                directory = hub.fetch_checkpoint(src.hf_id, with_weights=not self.random_init)
+        except hub.HubUnreachable as e:
+            if not (self.random_init_if_offline and src.kind == "registry"):
+                raise
+            self.log.note(self.name, f"{e.message}: using random weights (--random-init-if-offline)")
+            self.random_init = True
+            return None
+        src.directory = directory
+        entry_config = src.config
+        src.config = read_config(directory)
+        if src.kind == "registry" and src.config.get("model_type") != entry_config.get("model_type"):
+            raise EdgeError(f"{src.hf_id} is a {src.config.get('model_type')} checkpoint, but the registry says "
+                            f"{entry_config.get('model_type')}", f"fix [{self.name}] in {src.entry.defined_in}")
+        src.spec  # raises for an unsupported architecture
+        return None if self.random_init else find_weights(directory)
+
+    def _check_positions(self, seq_len: int) -> None:
+        limit = self.src.config.get("max_position_embeddings", 512)
+        if isinstance(limit, int) and seq_len > limit:
+            raise EdgeError(f"--seq-len {seq_len} exceeds the model's max_position_embeddings ({limit})",
+                            f"use --seq-len {limit} or less")
+
+    def _check_vocab_size(self, vocab: list) -> None:
+        size = self.src.config.get("vocab_size")
+        if isinstance(size, int) and len(vocab) > size:
+            raise EdgeError(f"the vocabulary has {len(vocab)} tokens but the model embeds only {size}",
+                            "the vocab and config.json belong to different models")
+
+    def _texts(self, vocab: list, seq_len: int) -> tuple:
+        """(validation texts, calibration texts): the heads of the file, or of generated texts."""
+        pool = self.file_texts
+        if pool is None:
+            count = max(self.validation_samples, self.calibration_samples)
+            pool = Texts(generated_texts(vocab, count, seq_len), "generated")
+        return pool.first(self.validation_samples), pool.first(self.calibration_samples)
+
+    def _vocab_path(self, vocab: list) -> str:
+        """A vocab.txt for HF's tokenizer: the checkpoint's own, or one written from the tokens."""
+        directory = self.src.directory
+        if directory is not None and (directory / "vocab.txt").is_file():
+            return str(directory / "vocab.txt")
+        if directory is None:
+            from .source import packaged_bert_vocab
+
+            return str(packaged_bert_vocab())
+        path = self.scratch / "vocab.txt"
+        path.write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
+        return str(path)
+
+    @staticmethod
+    def _representative(tokenizer, texts: Texts, seq_len: int, fp32_graph: bytes):
+        """Calibration inputs in the fp32 graph's input order."""
+        from .graph import graph_facts
+        from .validate import encode
+
+        order = [t["name"] for t in graph_facts(fp32_graph)["inputs"]]
+        encoded = encode(tokenizer, texts.texts, seq_len)
+
+        def samples():
+            for i in range(len(texts.texts)):
+                yield [encoded[name][i:i + 1] for name in order]
+
+        return samples
+
+    def _timings(self, mode: QuantMode) -> dict:
+        log, name = self.log, self.name
+        timings = {"load": log.seconds(name, "load"), "trace": log.seconds(name, "trace")}
+        if mode.name == "fp32" or mode.integer:
+            timings["convert"] = log.seconds(name, "convert")
+        if mode.name != "fp32":
+            timings["quantize"] = log.seconds(name, "quantize", mode.name)
+        if self.validate:
+            timings["validate"] = round(log.seconds(name, "validate", mode.name)
+                                        + sum(t["seconds"] for t in log.timings if t["model"] == name and
+                                              t["stage"] == "validate" and t["detail"].startswith("TF reference")), 2)
+        return timings
+
+    @staticmethod
+    def _release(model) -> None:
+        from .tf_env import tensorflow
+
+        del model
+        tensorflow().keras.backend.clear_session()

@@ -1,0 +1,134 @@
+"""`edge-convert`: a thin click shell over `edge_slm.convert.api.convert`.
+
+Exit codes: 0 converted (and validated), 2 bad input, 3 validation failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Optional
+
+import click
+
+from edge_slm.runtime.cli import run_click
+from edge_slm.runtime.errors import EdgeError
+from edge_slm.runtime.results import RANDOM_WEIGHTS_ACCURACY
+
+from .api import VALIDATION_FAILED_EXIT, ValidationFailed, convert
+from .graph import COMPAT_TARGETS, QUANT_MODES
+from .progress import StageLog
+from .texts import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES
+
+_THRESHOLDS = ", ".join(f"{m.name} {m.min_agreement:.2f}" for m in QUANT_MODES.values())
+
+
+def _split_modes(ctx, param, values) -> list:
+    """--quant dynamic --quant int8 and --quant dynamic,int8 mean the same."""
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("models", nargs=-1, metavar="MODEL...")
+@click.option("--quant", "quant_modes", multiple=True, callback=_split_modes,
+              help=f"Quantization, repeatable or comma-separated: {', '.join(QUANT_MODES)} (default dynamic).")
+@click.option("--seq-len", type=int, help="Fixed sequence length of the graph (default: registry, else 128).")
+@click.option("--calibration", help="Texts for int8/int16x8 calibration and for validation: TSV/CSV/JSONL/plain "
+                                    "(default: texts generated from the vocab).")
+@click.option("--validation-samples", type=int, default=DEFAULT_VALIDATION_SAMPLES, show_default=True,
+              help="Texts to validate on (0 = every text of --calibration).")
+@click.option("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES, show_default=True,
+              help="Texts to calibrate int8/int16x8 on.")
+@click.option("--compat", type=click.Choice(sorted(COMPAT_TARGETS)),
+              help="Make graphs an older runtime loads (per-tensor dense weights).")
+@click.option("--random-init", is_flag=True, help="Random weights (architecture from the registry or config.json).")
+@click.option("--random-init-if-offline", is_flag=True,
+              help="For registry models: random weights when the Hugging Face hub is unreachable.")
+@click.option("--no-validate", is_flag=True, help="Skip comparing the artifact with the TF model.")
+@click.option("--min-agreement", type=float,
+              help=f"Label agreement with the TF model a mode must reach (defaults: {_THRESHOLDS}; "
+                   "with random weights only fp32/fp16 are held to them, unless this is given).")
+@click.option("--registry", "registry_files", multiple=True, help="Extra registry TOML file(s) (repeatable).")
+@click.option("-o", "--out-dir", default=".", show_default=True, help="Where the artifacts and reports go.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No stage progress on stderr.")
+@click.option("--list", "list_models", is_flag=True, help="List the registry's models and exit.")
+def command(models, quant_modes, seq_len, calibration, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
+            no_validate, min_agreement, registry_files, out_dir, as_json, quiet, list_models):
+    """Convert BERT-family models (registry name, checkpoint directory or hub id owner/name) into
+    quantized, validated TFLite artifacts for edge-run.
+
+    Exit status: 0 converted and validated, 2 bad input, 3 validation failed (report written,
+    artifact not), 130 interrupted."""
+    if list_models:
+        click.echo(_render_registry(registry_files, as_json))
+        return
+    if not models:
+        raise EdgeError("no MODEL given", "pass a registry name (see --list), a checkpoint directory or a hub id")
+    log = StageLog(enabled=not quiet)
+    results, failures = [], []
+    for model in models:
+        try:
+            results += convert(model, quant_modes or ["dynamic"], seq_len, out_dir, random_init=random_init,
+                               calibration=calibration, compat=compat, validate=not no_validate,
+                               validation_samples=validation_samples,
+                               calibration_samples=calibration_samples, min_agreement=min_agreement, registry_files=registry_files,
+                               random_init_if_offline=random_init_if_offline, progress=log)
+        except ValidationFailed as e:  # the other models still get converted
+            results += e.results
+            failures.append(e)
+    if as_json:
+        click.echo(json.dumps({"results": [r.as_dict() for r in results], "stages": log.timings}, indent=2))
+    else:
+        click.echo(render_results(results))
+    if failures:
+        raise EdgeError("; ".join(f.message for f in failures), failures[0].hint, exit_code=VALIDATION_FAILED_EXIT)
+
+
+def render_results(results: list) -> str:
+    header = f"{'artifact':<44} {'MB':>7} {'max|Δlogit|':>11} {'agree':>7}  reference accuracy (model card)"
+    lines = [header]
+    for r in results:
+        v = r.validation
+        delta = f"{v['max_abs_logit_diff']:.2e}" if v else "-"
+        agree = f"{v['label_agreement'] * 100:.1f}%" if v else "-"
+        size = f"{r.file_bytes / 1e6:.1f}" if r.file_bytes else "-"
+        name = r.artifact_path or f"(rejected) {r.report_path}"
+        lines.append(f"{name:<44} {size:>7} {delta:>11} {agree:>7}  {_reference(r)}")
+    return "\n".join(lines)
+
+
+def _reference(result) -> str:
+    if result.random_weights:
+        return RANDOM_WEIGHTS_ACCURACY
+    reference = result.reference_accuracy
+    return f"{reference['accuracy'] * 100:.1f} % on {reference['dataset']}" if reference else "-"
+
+
+def _render_registry(registry_files, as_json: bool) -> str:
+    from edge_slm.models.registry import load_registry
+
+    registry = load_registry(registry_files)
+    if as_json:
+        return json.dumps({name: {"hf_id": e.hf_id, "base_id": e.base_id, "model_type": e.model_type,
+                                  "labels": e.labels, "seq_len": e.seq_len, "reference": e.reference}
+                           for name, e in registry.items()}, indent=2)
+    lines = [f"{'name':<12} {'architecture':<12} {'checkpoint':<50} reference accuracy"]
+    for name, e in registry.items():
+        ref = f"{e.reference['accuracy'] * 100:.1f} % ({e.reference['dataset']})" if e.reference else "-"
+        lines.append(f"{name:<12} {e.model_type:<12} {e.hf_id:<50} {ref}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list] = None) -> int:
+    # A SIGTERM'd conversion unwinds like Ctrl-C, so temporary files are removed.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return run_click(command, argv, prog_name="edge-convert")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

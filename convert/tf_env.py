@@ -1,0 +1,61 @@
+"""Import TensorFlow the way the converter needs it, and keep its native chatter off the terminal.
+
+transformers' TF classes need Keras 2 (tf-keras), which TF only uses when TF_USE_LEGACY_KERAS is
+set before TensorFlow is first imported; so every converter module gets TF from `tensorflow()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+
+
+def tensorflow():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ INFO/WARNING lines
+    import tensorflow as tf
+
+    if not os.environ.get("EDGE_SLM_DEBUG"):
+        import absl.logging
+
+        tf.get_logger().setLevel("ERROR")
+        # e.g. "providing without the trackable_obj argument is deprecated": that path is deliberate
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    return tf
+
+
+@contextlib.contextmanager
+def captured_native_stderr():
+    """Route file descriptor 2 (where TF's C++ code prints) to a buffer for the block.
+
+    Yields a list that receives the captured lines when the block ends, so that a failure can
+    quote the converter's own error instead of dumping its whole log. EDGE_SLM_DEBUG=1 disables.
+    """
+    lines: list = []
+    if os.environ.get("EDGE_SLM_DEBUG"):
+        yield lines
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def first_error_line(lines: list, fallback: str) -> str:
+    """The most telling line of a converter log: the first that says 'error'."""
+    for line in lines:
+        if "error" in line.lower():
+            return " ".join(line.split())[:300]
+    return fallback

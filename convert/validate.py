@@ -1,0 +1,84 @@
+"""Validation: the artifact through the device runtime vs the source TF model, on the same texts.
+
+Thresholds (label agreement, per mode, see graph.QUANT_MODES): fp32 0.99, fp16 0.98, dynamic
+0.95, int16x8 0.95, int8 0.90. They are enforced for trained weights; for random weights only the
+float modes (fp32, fp16) are held to them, unless the user sets --min-agreement.
+
+The reference side is what a workstation user would run: Hugging Face's tokenizer + the TF model.
+The device side is `edge_slm.runtime`: its own tokenizer + the TFLite interpreter, exactly as on
+the device. So a conversion error and a device-tokenizer mismatch both show up here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .architectures import ArchitectureSpec
+
+REFERENCE_BATCH = 32
+
+
+@dataclass
+class Reference:
+    """The source model's logits and HF's token ids for the validation texts."""
+    texts: list
+    token_ids: list            # HF's ids per text, without padding
+    logits: np.ndarray         # (n, num_labels) float32
+
+
+def hf_tokenizer(vocab_path: str, settings: dict):
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab_file=vocab_path, do_lower_case=settings["lowercase"],
+                             strip_accents=settings["strip_accents"],
+                             tokenize_chinese_chars=settings["tokenize_chinese_chars"],
+                             **{k: settings[k] for k in ("unk_token", "cls_token", "sep_token", "pad_token", "mask_token")})
+
+
+def encode(tokenizer, texts: list, seq_len: int) -> dict:
+    """int32 (n, seq_len) input_ids/attention_mask/token_type_ids, padded and truncated like the device."""
+    batch = tokenizer(list(texts), padding="max_length", truncation=True, max_length=seq_len,
+                      return_tensors="np", return_token_type_ids=True, return_attention_mask=True)
+    return {name: np.asarray(batch[name], dtype=np.int32) for name in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def reference(model, tokenizer, texts: list, seq_len: int, spec: ArchitectureSpec) -> Reference:
+    encoded = encode(tokenizer, texts, seq_len)
+    lengths = encoded["attention_mask"].sum(axis=1)
+    token_ids = [row[:n].tolist() for row, n in zip(encoded["input_ids"], lengths)]
+    rows = []
+    for start in range(0, len(texts), REFERENCE_BATCH):
+        chunk = {name: encoded[name][start:start + REFERENCE_BATCH] for name in spec.inputs}
+        rows.append(np.asarray(model(chunk, training=False).logits, dtype=np.float32))
+    return Reference(list(texts), token_ids, np.concatenate(rows))
+
+
+RANDOM_WEIGHTS_NOTE = ("random weights: their logits are near ties, so quantization noise flips labels "
+                       "without saying anything about the conversion; agreement is reported, not enforced")
+
+
+def compare(ref: Reference, device_model, min_agreement: float, enforced: bool = True) -> dict:
+    """Metrics of the device's logits against the reference, and whether they pass."""
+    device = device_model.logits(ref.texts).astype(np.float32)
+    delta = np.abs(device - ref.logits)
+    norms = np.linalg.norm(device, axis=1) * np.linalg.norm(ref.logits, axis=1)
+    cosine = np.sum(device * ref.logits, axis=1) / np.maximum(norms, 1e-30)
+    agreement = float(np.mean(np.argmax(device, axis=1) == np.argmax(ref.logits, axis=1)))
+    seq_len = device_model.seq_len
+    token_mismatches = sum(device_model.tokenizer.encode_ids(text, seq_len) != ids
+                           for text, ids in zip(ref.texts, ref.token_ids))
+    return {
+        "texts": len(ref.texts),
+        "max_abs_logit_diff": float(delta.max()),
+        "mean_abs_logit_diff": float(delta.mean()),
+        "mean_cosine": float(cosine.mean()),
+        "label_agreement": agreement,
+        "min_agreement": min_agreement,
+        "enforced": enforced,
+        "passed": agreement >= min_agreement or not enforced,
+        "token_id_mismatches": int(token_mismatches),
+        **({} if enforced else {"note": RANDOM_WEIGHTS_NOTE}),
+    }
+

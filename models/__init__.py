@@ -1,0 +1,1 @@
+"""The model registry (registry.toml + registry.py); `make models` writes artifacts here too."""
