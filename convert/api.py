@@ -16,12 +16,12 @@ from typing import Iterable, Optional
 from edge_slm.models.registry import load_registry
 from edge_slm.runtime.artifact import atomic_write_text, build_metadata, graph_sha256, write_artifact
 from edge_slm.runtime.errors import EdgeError
+from edge_slm.runtime.results import prepare_out_dir
 
-from . import hub
 from .architectures import ArchitectureSpec
 from .graph import COMPAT_TARGETS, FLOAT_MODES, QUANT_MODES, QuantMode, check_runtime_survives
 from .progress import StageLog
-from .source import (ModelSource, find_weights, read_config, read_vocab, resolve_source, tokenizer_metadata,
+from .source import (ModelSource, locate_weights, read_vocab, resolve_source, tokenizer_metadata,
                      tokenizer_settings)
 from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, generated_texts,
                     read_text_file)
@@ -120,21 +120,6 @@ def _compat(compat: Optional[str]):
     return COMPAT_TARGETS[compat]
 
 
-def prepare_out_dir(out_dir) -> Path:
-    """Create the output directory and prove it takes a file (os.access lies for root)."""
-    path = Path(out_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise EdgeError(f"output directory {path} is a file", "pass a directory to -o")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise EdgeError(f"output directory {path} is not writable ({e.strerror or e})",
-                        "pass a directory you can write to with -o") from None
-    return path
-
-
 def artifact_name(model: str, mode: str, compat) -> str:
     return f"{model}-{mode}{'-' + compat.name if compat else ''}.tflite"
 
@@ -159,7 +144,7 @@ class _Job:
             return self._run()
 
     def _run(self) -> list:
-        weights_file = self._locate_checkpoint()
+        weights_file = locate_weights(self.src, self.random_init, self.log, self.random_init_if_offline)
         if weights_file is None:
             self.log.note(self.name, "random weights (--random-init): its predictions mean nothing")
         self.src.config = {**self.src.config, **(self.config_overrides or {})}
@@ -256,7 +241,7 @@ class _Job:
             "created": utc_now(),
             "weights": weights.as_dict(),
             "compat": self.compat.name if self.compat else None,
-            "graph_ops": {k: facts[k] for k in ("op_count", "float_op_count", "op_versions")},
+            "graph_ops": {k: facts[k] for k in ("op_count", "float_op_count", "float_op_types", "op_versions")},
             "quantization_detail": mode.description,
             "vocab_source": ctx["vocab_origin"],
         }
@@ -312,37 +297,6 @@ class _Job:
         return metrics
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _locate_checkpoint(self) -> Optional[Path]:
-        """Make src.directory/config final; return the weights file (None = random init)."""
-        src = self.src
-        if src.kind == "local":
-            if self.random_init:
-                return None
-            weights = find_weights(src.directory)
-            if weights is None:
-                raise EdgeError(f"{src.directory} has no weights (model.safetensors, tf_model.h5 or pytorch_model.bin)",
-                                "add the weights file, or pass --random-init for random weights")
-            return weights
-        if src.kind == "registry" and self.random_init:
-            return None
-        try:
-            with self.log.stage(self.name, "load", f"fetch {src.hf_id}"):
-                directory = hub.fetch_checkpoint(src.hf_id, with_weights=not self.random_init)
-        except hub.HubUnreachable as e:
-            if not (self.random_init_if_offline and src.kind == "registry"):
-                raise
-            self.log.note(self.name, f"{e.message}: using random weights (--random-init-if-offline)")
-            self.random_init = True
-            return None
-        src.directory = directory
-        entry_config = src.config
-        src.config = read_config(directory)
-        if src.kind == "registry" and src.config.get("model_type") != entry_config.get("model_type"):
-            raise EdgeError(f"{src.hf_id} is a {src.config.get('model_type')} checkpoint, but the registry says "
-                            f"{entry_config.get('model_type')}", f"fix [{self.name}] in {src.entry.defined_in}")
-        src.spec  # raises for an unsupported architecture
-        return None if self.random_init else find_weights(directory)
-
     def _check_positions(self, seq_len: int) -> None:
         limit = self.src.config.get("max_position_embeddings", 512)
         if isinstance(limit, int) and seq_len > limit:

@@ -113,6 +113,42 @@ def read_config(directory: Path) -> dict:
     return config
 
 
+def locate_weights(src: ModelSource, random_init: bool, log, random_init_if_offline: bool = False) -> Optional[Path]:
+    """Make src.directory and src.config final; return the weights file (None = random init).
+
+    A hub or registry source is fetched (config and tokenizer only with random_init). Offline, a
+    registry model falls back to random weights when random_init_if_offline, with a note in `log`.
+    """
+    from . import hub
+
+    if src.kind == "local":
+        if random_init:
+            return None
+        weights = find_weights(src.directory)
+        if weights is None:
+            raise EdgeError(f"{src.directory} has no weights (model.safetensors, tf_model.h5 or pytorch_model.bin)",
+                            "add the weights file, or pass --random-init for random weights")
+        return weights
+    if src.kind == "registry" and random_init:
+        return None
+    try:
+        with log.stage(src.name, "load", f"fetch {src.hf_id}"):
+            directory = hub.fetch_checkpoint(src.hf_id, with_weights=not random_init)
+    except hub.HubUnreachable as e:
+        if not (random_init_if_offline and src.kind == "registry"):
+            raise
+        log.note(src.name, f"{e.message}: using random weights (--random-init-if-offline)")
+        return None
+    src.directory = directory
+    expected = src.config
+    src.config = read_config(directory)
+    if src.kind == "registry" and src.config.get("model_type") != expected.get("model_type"):
+        raise EdgeError(f"{src.hf_id} is a {src.config.get('model_type')} checkpoint, but the registry says "
+                        f"{expected.get('model_type')}", f"fix [{src.name}] in {src.entry.defined_in}")
+    src.spec  # raises for an unsupported architecture
+    return None if random_init else find_weights(directory)
+
+
 def find_weights(directory: Path) -> Optional[Path]:
     for name in WEIGHT_FILES:
         if (directory / name).is_file():

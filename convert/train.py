@@ -48,11 +48,11 @@ import numpy as np
 from edge_slm.models.registry import load_registry
 from edge_slm.runtime.artifact import atomic_write_text
 from edge_slm.runtime.errors import EdgeError
-from edge_slm.runtime.results import RANDOM_WEIGHTS_ACCURACY, host_facts, memory_mb, utc_now
+from edge_slm.runtime.results import RANDOM_WEIGHTS_ACCURACY, host_facts, memory_mb, prepare_out_dir, utc_now
 
 from .progress import StageLog
-from .source import ModelSource, find_weights, read_config, read_vocab, resolve_source, tokenizer_metadata, \
-    tokenizer_settings
+from .source import (ModelSource, locate_weights, read_config, read_vocab, resolve_source, tokenizer_metadata,
+                     tokenizer_settings)
 
 REPORT_SCHEMA = "edge-slm.train-report"
 COMPARE_SCHEMA = "edge-slm.train-compare"
@@ -135,8 +135,6 @@ def train(model: str, train_path, dev_path, out_dir, *, epochs: int = 1, max_ste
     settings = TrainSettings(epochs, max_steps, batch_size, learning_rate, warmup_ratio, seq_len,
                              max_train_examples, seed, eval_every, target_accuracy)
     settings.check()
-    from .api import prepare_out_dir
-
     out = prepare_out_dir(out_dir)
     checkpoint = last_checkpoint(out)
     if resume and checkpoint is None:
@@ -324,35 +322,6 @@ def _fingerprint(dataset) -> str:
 
 
 # ---- the model -----------------------------------------------------------------------------------
-
-def _locate_weights(src: ModelSource, random_init: bool, log: StageLog) -> Optional[Path]:
-    """Fill in src.directory/config like the converter does; the weights file (None = random init).
-
-    Mirrors convert.api._Job._locate_checkpoint, which is private to the converter's job.
-    """
-    from . import hub
-
-    if src.kind == "local":
-        if random_init:
-            return None
-        weights = find_weights(src.directory)
-        if weights is None:
-            raise EdgeError(f"{src.directory} has no weights (model.safetensors, tf_model.h5 or pytorch_model.bin)",
-                            "add the weights file, or pass --random-init for random weights")
-        return weights
-    if src.kind == "registry" and random_init:
-        return None
-    with log.stage(src.name, "load", f"fetch {src.hf_id}"):
-        directory = hub.fetch_checkpoint(src.hf_id, with_weights=not random_init)
-    src.directory = directory
-    expected = src.config
-    src.config = read_config(directory)
-    if src.kind == "registry" and src.config.get("model_type") != expected.get("model_type"):
-        raise EdgeError(f"{src.hf_id} is a {src.config.get('model_type')} checkpoint, but the registry says "
-                        f"{expected.get('model_type')}", f"fix [{src.name}] in {src.entry.defined_in}")
-    src.spec  # raises for an unsupported architecture
-    return None if random_init else find_weights(directory)
-
 
 def _resolve_seq_len(src: ModelSource, seq_len: Optional[int]) -> int:
     limit = src.config.get("max_position_embeddings", 512)
@@ -561,7 +530,7 @@ class _TrainJob:
     # ---- set-up ---------------------------------------------------------------------------
     def _prepare(self) -> None:
         s, src = self.settings, self.src
-        weights_file = _locate_weights(src, self.random_init, self.log)
+        weights_file = locate_weights(src, self.random_init, self.log)
         if weights_file is None and not self.random_init and src.kind != "local":
             raise EdgeError(f"{src.hf_id} has no weights file", "pass --random-init or a local checkpoint")
         self.seq_len = _resolve_seq_len(src, s.seq_len)
@@ -827,7 +796,7 @@ def _speed_run(name: str, registry_files: list, settings: TrainSettings, texts: 
     log = StageLog(enabled=show_progress)
     _quiet_tensorflow()
     src = resolve_source(name, load_registry(registry_files))
-    _locate_weights(src, random_init=True, log=log)
+    locate_weights(src, random_init=True, log=log)
     seq_len = _resolve_seq_len(src, settings.seq_len)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edge-train-compare-") as scratch:

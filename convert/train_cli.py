@@ -104,7 +104,7 @@ def _default(value, default):
 def _write_compare_report(report: dict, out_dir) -> Path:
     from edge_slm.runtime.results import write_json
 
-    from .api import prepare_out_dir
+    from edge_slm.runtime.results import prepare_out_dir
 
     path = prepare_out_dir(out_dir) / COMPARE_REPORT_FILE
     write_json(path, report)

@@ -23,9 +23,9 @@ from typing import Callable, Optional
 
 from .artifact import atomic_write_bytes, atomic_write_text
 from .errors import EdgeError
-from .results import RANDOM_WEIGHTS_ACCURACY, utc_now
+from .results import RANDOM_WEIGHTS_ACCURACY, prepare_out_dir, utc_now
 from .study import (ARTIFACT, BASELINE, BUSY_SHARE, Constraints, RunSummary, baseline_for, three_figures, latest_rows,
-                    prepare_out_dir, read_rows, recommend, summarize)
+                    read_rows, recommend, summarize)
 
 REPORT_FILE = "report.md"
 PLOT_FILES = {"accuracy_latency": "accuracy_latency.png", "energy": "energy.png", "memory": "memory.png",
@@ -101,7 +101,6 @@ def _cell(text: str) -> str:
 
 def render_markdown(summaries: list, rows: list, recommendation: dict, plots: dict, results_path: Path,
                     out: Path, notes: list) -> str:
-    ok = [s for s in summaries if s.status == "ok"]
     failed = [s for s in summaries if s.status != "ok"]
     artifacts = [s for s in summaries if s.kind == ARTIFACT]
     baselines = [s for s in summaries if s.kind == BASELINE]

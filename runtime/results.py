@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -137,3 +138,19 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def prepare_out_dir(out_dir) -> Path:
+    """Create an output directory and prove it takes a file (os.access says yes to root even on a
+    read-only mount)."""
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise EdgeError(f"output directory {path} is a file", "pass a directory to -o")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise EdgeError(f"output directory {path} is not writable ({e.strerror or e})",
+                        "pass a directory you can write to with -o") from None
+    return path

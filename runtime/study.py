@@ -41,7 +41,7 @@ from typing import Callable, Iterable, Optional
 from .artifact import atomic_write_text, read_artifact
 from .backends import BACKEND_CHOICES
 from .errors import EdgeError
-from .results import RANDOM_WEIGHTS_ACCURACY, host_facts, utc_now
+from .results import RANDOM_WEIGHTS_ACCURACY, host_facts, prepare_out_dir, utc_now
 
 RESULTS_FILE = "results.jsonl"
 ROW_SCHEMA = "edge-slm.study-run"
@@ -430,20 +430,6 @@ class StudyOutcome:
     skipped: int                                # finished in an earlier session (--resume)
     rows: list = field(default_factory=list)    # the rows this session added
     report: Optional[object] = None             # report.ReportFiles when a report was written
-
-
-def prepare_out_dir(out_dir) -> Path:
-    path = Path(out_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise EdgeError(f"output directory {path} is a file", "pass a directory to -o")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):  # os.access says yes to root even on a read-only mount
-            pass
-    except OSError as e:
-        raise EdgeError(f"output directory {path} is not writable ({e.strerror or e})",
-                        "pass a directory you can write to with -o") from None
-    return path
 
 
 def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = None,
