@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -97,11 +99,25 @@ def test_output_directory_cannot_be_created(convert_cli, tiny_dir, tmp_path):
     assert_one_line_error(code, err, "is not writable")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_output_directory_read_only(convert_cli, tiny_dir, tmp_path):
+@pytest.fixture
+def locked_dir(tmp_path):
+    """A directory nobody may write into: mode 0555, and for root (who ignores modes) immutable."""
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    code, _, err = convert_cli(tiny_dir, "--random-init", "-o", locked)
+    if os.geteuid() != 0:
+        yield locked
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(locked)],
+                                                        capture_output=True).returncode != 0:
+        pytest.skip("root, and chattr +i is not available here to lock a directory")
+    try:
+        yield locked
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+
+
+def test_output_directory_read_only(convert_cli, tiny_dir, locked_dir):
+    code, _, err = convert_cli(tiny_dir, "--random-init", "-o", locked_dir)
     assert_one_line_error(code, err, "is not writable")
 
 
