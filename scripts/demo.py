@@ -124,6 +124,7 @@ def fine_tune_minilm(models_dir: Path, sst2: Path, train_examples: int, rebuild:
     process = subprocess.run([sys.executable, "-c", _EDGE_TRAIN, str(minilm_checkpoint()), "--train",
                               str(sst2 / "train.tsv"), "--dev", str(sst2 / "dev.tsv"), "-o", str(checkpoint),
                               "--max-train-examples", str(train_examples), "--seq-len", "64", "--epochs", "1",
+                              "--learning-rate", "1e-4",  # 3e-5 with warm-up and decay stops at ~84 %
                               "--seed", "0", *(["--resume"] if resume else [])])
     if process.returncode != 0:
         raise SystemExit(f"demo: edge-train failed (exit {process.returncode}); see its error above")
