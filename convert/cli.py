@@ -6,13 +6,12 @@ Exit codes: 0 converted (and validated), 2 bad input, 3 validation failed, 130 i
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from typing import Optional
 
 import click
 
-from edge_slm.runtime.cli import run_click
+from edge_slm.runtime.cli import on_sigterm, run_click
 from edge_slm.runtime.errors import EdgeError
 from edge_slm.runtime.results import RANDOM_WEIGHTS_ACCURACY
 
@@ -123,11 +122,8 @@ def _render_registry(registry_files, as_json: bool) -> str:
 
 def main(argv: Optional[list] = None) -> int:
     # A SIGTERM'd conversion unwinds like Ctrl-C, so temporary files are removed.
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
+    with on_sigterm(lambda *_: sys.exit(143)):
         return run_click(command, argv, prog_name="edge-convert")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

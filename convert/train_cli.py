@@ -9,14 +9,13 @@ Exit codes: 0 done, 2 bad input, 130 interrupted (the last complete checkpoint s
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import click
 
-from edge_slm.runtime.cli import run_click
+from edge_slm.runtime.cli import on_sigterm, run_click
 from edge_slm.runtime.errors import EdgeError
 from edge_slm.runtime.results import RANDOM_WEIGHTS_ACCURACY
 
@@ -169,11 +168,8 @@ def render_compare(report: dict) -> str:
 
 def main(argv: Optional[list] = None) -> int:
     # A SIGTERM'd training unwinds like Ctrl-C: the report says so and temporary folders are removed.
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
+    with on_sigterm(lambda *_: sys.exit(143)):
         return run_click(command, argv, prog_name="edge-train")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

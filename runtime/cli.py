@@ -6,7 +6,9 @@ results.py); the command renders it as text, JSON or JSON lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
 from typing import Optional
 
@@ -246,6 +248,17 @@ def command(model_path, texts, input_path, text_column, label_column, input_form
 
 def main(argv: Optional[list] = None, prog_name: str = "edge-run") -> int:
     return run_click(command, argv, prog_name)
+
+
+@contextlib.contextmanager
+def on_sigterm(handler):
+    """`handler` answers SIGTERM while the block runs, so a `kill` unwinds (finally blocks and
+    temporary files are cleaned) instead of ending the process on the spot."""
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_click(cmd, argv=None, prog_name=None) -> int:

@@ -13,14 +13,13 @@ Exit codes: 0 done (failed runs are in the report, not an exit code), 2 bad inpu
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from typing import Optional
 
 import click
 
 from .backends import BACKEND_CHOICES
-from .cli import run_click
+from .cli import on_sigterm, run_click
 from .study import (DEFAULT_WARMUP, LATENCY_STATS, METER_MIN_SECONDS, Constraints, StudySettings, default_threads,
                     parse_accuracy, parse_backends, parse_threads, run_study)
 
@@ -164,11 +163,8 @@ def main(argv: Optional[list] = None) -> int:
     if args and args[0] == "report":
         return run_click(report_command, args[1:], "edge-bench report")
     # `kill` stops a study like Ctrl-C: the running benchmark is killed, finished runs are kept.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    with on_sigterm(_interrupt):
         return run_click(study_command, args, "edge-bench")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
