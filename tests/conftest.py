@@ -95,16 +95,25 @@ def tiny_dynamic(tiny_artifacts) -> Path:
 
 
 @pytest.fixture
-def run_cli(capsys):
-    """Call `edge-run` in-process; returns (exit code, stdout, stderr)."""
+def cli_caller(capsys):
+    """cli_caller(main) calls a command's main(argv) in-process: (exit code, stdout, stderr)."""
+    def caller(main):
+        def call(*args):
+            code = main([str(a) for a in args])
+            captured = capsys.readouterr()
+            return code, captured.out, captured.err
+
+        return call
+
+    return caller
+
+
+@pytest.fixture
+def run_cli(cli_caller):
+    """Call `edge-run` in-process."""
     from edge_slm.runtime.cli import main
 
-    def call(*args):
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+    return cli_caller(main)
 
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -16,13 +16,8 @@ from edge_slm.convert.cli import main
 
 
 @pytest.fixture
-def convert_cli(capsys):
-    def call(*args):
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+def convert_cli(cli_caller):
+    return cli_caller(main)
 
 
 def assert_one_line_error(code, err, *fragments, exit_code=2):

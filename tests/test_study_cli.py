@@ -10,13 +10,8 @@ from edge_slm.runtime.study_cli import main
 
 
 @pytest.fixture
-def bench(capsys):
-    def call(*args):
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+def bench(cli_caller):
+    return cli_caller(main)
 
 
 def one_line_error(err: str, prog: str = "edge-bench") -> str:

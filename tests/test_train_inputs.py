@@ -13,13 +13,8 @@ from edge_slm.convert.train_cli import main
 
 
 @pytest.fixture
-def train_cli(capsys):
-    def call(*args):
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+def train_cli(cli_caller):
+    return cli_caller(main)
 
 
 def assert_one_line_error(code, err, *fragments, exit_code=2):
