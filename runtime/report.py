@@ -509,8 +509,6 @@ def _accuracy_latency_figure(plt, runs: list, colors: dict):
     missing = [s for s in runs if s.accuracy is None]
     for number, s in enumerate(missing, len(measured) + 1):
         ax.axvline(s.latency["p50"], linestyle=":", linewidth=1.2, color=colors[s.model], zorder=1)
-        ax.annotate(str(number), (s.latency["p50"], 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=8, color=colors[s.model], fontweight="bold")
         key.append(f"{number:>2}  {s.label}: accuracy {s.accuracy_text}, {three_figures(s.latency['p50'])} ms")
     ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
             family="monospace")
@@ -530,6 +528,13 @@ def _accuracy_latency_figure(plt, runs: list, colors: dict):
     if missing:
         handles.append(Line2D([], [], linestyle=":", color="0.4", label="p50 of a run without measured accuracy"))
     _axis(ax, [s.latency["p50"] for s in runs], "p50 latency per inference (ms)", headroom=1.3)
+    # The lines' numbers go at the top, one row lower whenever a line is too close to a numbered one.
+    positions = [ax.transAxes.inverted().transform(ax.transData.transform((s.latency["p50"], 1.0)))[0]
+                 for s in missing]
+    for number, (s, level) in enumerate(zip(missing, label_levels(positions)), len(measured) + 1):
+        ax.annotate(str(number), (s.latency["p50"], 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12 - 11 * level), textcoords="offset points", fontsize=8, color=colors[s.model],
+                    fontweight="bold")
     accuracies = [s.accuracy * 100 for s in measured]
     span = max(max(accuracies) - min(accuracies), 2.0)
     ax.set_ylim(min(accuracies) - 0.25 * span, max(accuracies) + 0.25 * span)
@@ -540,6 +545,19 @@ def _accuracy_latency_figure(plt, runs: list, colors: dict):
             + "), placed by their p50 latency only." if missing else None)
     _finish(fig, handles, note)
     return fig
+
+
+def label_levels(positions: list, min_gap: float = 0.05) -> list:
+    """A row (0 = top) for each label at these x positions (axes fractions): the highest row whose
+    labels are all at least min_gap away."""
+    rows, levels = [], []
+    for x in positions:
+        level = next((i for i, taken in enumerate(rows) if all(abs(x - t) >= min_gap for t in taken)), len(rows))
+        if level == len(rows):
+            rows.append([])
+        rows[level].append(x)
+        levels.append(level)
+    return levels
 
 
 def pareto_front(runs: list) -> list:

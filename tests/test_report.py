@@ -14,7 +14,7 @@ import pytest
 
 from edge_slm.runtime.bench import latency_stats
 from edge_slm.runtime.errors import EdgeError
-from edge_slm.runtime.report import PLOT_FILES, pareto_front, speedups, write_report
+from edge_slm.runtime.report import PLOT_FILES, label_levels, pareto_front, speedups, write_report
 from edge_slm.runtime.results import RANDOM_WEIGHTS_ACCURACY
 from edge_slm.runtime.study import (ROW_SCHEMA, ROW_SCHEMA_VERSION, Constraints, parse_accuracy, recommend,
                                     source_identity, summarize)
@@ -165,6 +165,36 @@ def test_trained_weights_plot_accuracy_with_the_pareto_front(tmp_path):
     assert "Pareto front of the artifacts" in md
     assert "90.0 % (785/872)" in table_row(md, "b dynamic, 2 thr")
     assert files.plots["accuracy_latency"].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_numbers_of_close_latency_lines_go_on_separate_rows(tmp_path):
+    """The study's plot: runs 7, 8 and 12 near 80 ms used to print their numbers on top of each other."""
+    import matplotlib.pyplot as plt
+
+    from edge_slm.runtime import report
+
+    rows = [make_row("minilm", p50=6.3, accuracy=0.861), make_row("minilm", kind="tf-baseline", p50=30.3,
+                                                                  accuracy=0.865)]
+    rows += [make_row(name, quant, p50=p50, random_weights=True)
+             for name, quant, p50 in (("tinybert", "dynamic", 3.2), ("mobilebert", "dynamic", 79.0),
+                                      ("distilbert", "dynamic", 80.0), ("mobilebert", "int8", 81.5))]
+    results = tmp_path / "results.jsonl"
+    write_rows(results, rows)
+    summaries = [s for s in write_report(results).summaries if s.status == "ok"]
+    figure = report._accuracy_latency_figure(plt, summaries, report._model_colors(summaries))
+    ax = figure.axes[0]
+    figure.canvas.draw()
+    line_numbers = [t for t in ax.texts if getattr(t, "xycoords", None) == ("data", "axes fraction")]
+    assert len(line_numbers) == 4
+    boxes = [t.get_window_extent() for t in line_numbers]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close("all")
+
+
+def test_label_levels_drop_a_row_only_for_close_neighbours():
+    assert label_levels([0.5, 0.52, 0.54, 0.7, 0.53]) == [0, 1, 2, 0, 3]
+    assert label_levels([0.1, 0.2, 0.3]) == [0, 0, 0]
+    assert label_levels([]) == []
 
 
 def test_failed_runs_are_listed_and_kept_out_of_tables_and_recommendation(tmp_path):
