@@ -108,6 +108,16 @@ def cli_caller(capsys):
     return caller
 
 
+def error_line(err: str, prog: str, *, after_progress: bool = False) -> str:
+    """The one-line error a command printed on stderr: `<prog>: error: ... (hint: ...)`, no
+    traceback. after_progress: progress lines may come before it (edge-convert's stages)."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
+    assert lines and (after_progress or len(lines) == 1), err
+    assert lines[-1].startswith(f"{prog}: error: ") and "(hint: " in lines[-1], err
+    return lines[-1]
+
+
 @pytest.fixture
 def run_cli(cli_caller):
     """Call `edge-run` in-process."""

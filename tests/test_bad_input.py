@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # conftest's helpers
+from conftest import error_line  # noqa: E402
 
 
 def assert_one_line_error(code, out, err, *fragments):
     assert code != 0
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("edge-run: error: ") and "hint:" in lines[0], lines[0]
-    assert "Traceback" not in err
+    line = error_line(err, "edge-run")
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in line
 
 
 def test_missing_model_file(run_cli, tmp_path):

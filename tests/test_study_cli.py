@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from edge_slm.runtime.study_cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))  # conftest's helpers
+from conftest import error_line  # noqa: E402
 
 
 @pytest.fixture
@@ -14,44 +19,37 @@ def bench(cli_caller):
     return cli_caller(main)
 
 
-def one_line_error(err: str, prog: str = "edge-bench") -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"{prog}: error: ") and "(hint: " in lines[0], err
-    return lines[0]
-
-
 def test_no_artifacts(bench, tmp_path):
     code, out, err = bench("-o", tmp_path / "study")
-    assert code == 2 and "no ARTIFACT given" in one_line_error(err)
+    assert code == 2 and "no ARTIFACT given" in error_line(err, "edge-bench")
 
 
 def test_missing_artifact_and_directory(bench, tmp_path):
     code, _, err = bench(tmp_path / "missing.tflite", "-o", tmp_path / "study")
-    assert code == 2 and "artifact not found" in one_line_error(err)
+    assert code == 2 and "artifact not found" in error_line(err, "edge-bench")
     code, _, err = bench(tmp_path, "-o", tmp_path / "study")
-    assert code == 2 and "is a directory" in one_line_error(err)
+    assert code == 2 and "is a directory" in error_line(err, "edge-bench")
     assert not (tmp_path / "study").exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize("threads", ["1,x", "0", "2,-1", "", "1,,2", "1.5"])
 def test_bad_threads_list(bench, tiny_dynamic, tmp_path, threads):
     code, _, err = bench(tiny_dynamic, "-o", tmp_path / "study", "--threads", threads)
-    assert code == 2 and "bad --threads list" in one_line_error(err)
+    assert code == 2 and "bad --threads list" in error_line(err, "edge-bench")
 
 
 def test_unwritable_output_directory(bench, tiny_dynamic, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     code, _, err = bench(tiny_dynamic, "-o", a_file)
-    assert code == 2 and "is a file" in one_line_error(err)
+    assert code == 2 and "is a file" in error_line(err, "edge-bench")
     code, _, err = bench(tiny_dynamic, "-o", a_file / "study")
-    assert code == 2 and "is not writable" in one_line_error(err)
+    assert code == 2 and "is not writable" in error_line(err, "edge-bench")
 
 
 def test_missing_output_option(bench, tiny_dynamic):
     code, _, err = bench(tiny_dynamic)
-    assert code == 2 and "Missing option '-o'" in one_line_error(err)
+    assert code == 2 and "Missing option '-o'" in error_line(err, "edge-bench")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -66,7 +64,7 @@ def test_missing_output_option(bench, tiny_dynamic):
 ])
 def test_bad_options_are_one_line_before_any_run(bench, tiny_dynamic, tmp_path, args, message):
     code, _, err = bench(tiny_dynamic, "-o", tmp_path / "study", *args)
-    assert code == 2 and message in one_line_error(err)
+    assert code == 2 and message in error_line(err, "edge-bench")
     assert not (tmp_path / "study" / "results.jsonl").exists()
 
 
@@ -82,7 +80,7 @@ def test_happy_path_then_rerun_needs_resume(bench, tiny_dynamic, tmp_path):
     assert "[1/1] tiny-bert dynamic, 1 thr: p50" in err  # progress on stderr, JSON alone on stdout
 
     code, _, err = bench(tiny_dynamic, "-o", out, "--runs", "5", "--warmup", "1", "--threads", "1")
-    assert code == 2 and "already holds 1 run(s)" in one_line_error(err) and "--resume" in err
+    assert code == 2 and "already holds 1 run(s)" in error_line(err, "edge-bench") and "--resume" in err
     code, stdout, err = bench(tiny_dynamic, "-o", out, "--runs", "5", "--warmup", "1", "--threads", "1", "--resume")
     assert code == 0 and "resuming: 1 of 1 runs already finished" in err and "report:" in stdout
 

@@ -6,10 +6,15 @@ All of these are refused before TensorFlow does any work, so they are fast.
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from edge_slm.convert.train_cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))  # conftest's helpers
+from conftest import error_line  # noqa: E402
 
 
 @pytest.fixture
@@ -19,12 +24,9 @@ def train_cli(cli_caller):
 
 def assert_one_line_error(code, err, *fragments, exit_code=2):
     assert code == exit_code
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edge-train: error: "), err
-    assert "Traceback" not in err
-    assert "(hint: " in lines[0]
+    line = error_line(err, "edge-train")
     for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+        assert fragment in line, line
 
 
 def write(path, text: str):
