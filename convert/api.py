@@ -13,24 +13,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+from edge_slm.common.documents import edge_slm_version, utc_now
+from edge_slm.common.errors import EXIT_VALIDATION_FAILED, EdgeError
+from edge_slm.common.files import atomic_write_text, prepare_out_dir
+from edge_slm.common.stages import StageLog
 from edge_slm.models.registry import load_registry
-from edge_slm.runtime.artifact import atomic_write_text, build_metadata, graph_sha256, write_artifact
-from edge_slm.runtime.errors import EdgeError
-from edge_slm.runtime.results import prepare_out_dir
+from edge_slm.runtime.artifact import build_metadata, graph_sha256, write_artifact
+from edge_slm.runtime.engine import load_model
 
 from .architectures import ArchitectureSpec
-from .graph import COMPAT_TARGETS, FLOAT_MODES, QUANT_MODES, QuantMode, check_runtime_survives
-from .progress import StageLog
-from .source import (ModelSource, locate_weights, read_vocab, resolve_source, tokenizer_metadata,
-                     tokenizer_settings)
+from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODES, QUANT_MODES, QuantMode,
+                    check_graph_io, check_runtime_survives, convert_graph, graph_facts, quantize_integer,
+                    soften_attention_mask, trace)
+from .source import (ModelSource, locate_weights, packaged_bert_vocab, read_vocab, resolve_source,
+                     tokenizer_metadata, tokenizer_settings)
 from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, generated_texts,
                     read_text_file)
-from .tf_env import captured_native_stderr
+from .tf_env import captured_native_stderr, tensorflow
+from .validate import compare, encode, hf_tokenizer
+from .validate import reference as compute_reference
+from .weights import build_model, make_config
 
 REPORT_SCHEMA = "edge-slm.convert-report"
-VALIDATION_FAILED_EXIT = 3
-
-
 @dataclass
 class ConversionResult:
     model: str
@@ -57,7 +61,7 @@ class ValidationFailed(EdgeError):
     """Some modes failed validation; `results` holds every mode's result (reports are written)."""
 
     def __init__(self, message: str, hint: str, results: list):
-        super().__init__(message, hint, exit_code=VALIDATION_FAILED_EXIT)
+        super().__init__(message, hint, exit_code=EXIT_VALIDATION_FAILED)
         self.results = results
 
 
@@ -158,10 +162,6 @@ class _Job:
         self._check_vocab_size(vocab)
         texts, calibration_texts = self._texts(vocab, seq_len)
 
-        from .graph import (MASK_MAGNITUDE_FOR_INTEGER_MODES, convert_graph, graph_facts, quantize_integer,
-                            soften_attention_mask, trace)
-        from .weights import build_model, make_config
-
         config = make_config(spec, self.src.config, self.src.labels)
         labels = [config.id2label[i] for i in range(config.num_labels)]
         with self.log.stage(self.name, "load", "random weights" if weights_file is None else weights_file.name):
@@ -174,13 +174,9 @@ class _Job:
 
         tokenizer = None
         if self.validate or any(m.integer for m in self.modes):
-            from .validate import hf_tokenizer
-
             tokenizer = hf_tokenizer(self._vocab_path(vocab), settings)
         reference = None
         if self.validate:
-            from .validate import reference as compute_reference
-
             with self.log.stage(self.name, "validate", f"TF reference on {len(texts.texts)} texts"):
                 reference = compute_reference(model, tokenizer, texts.texts, seq_len, spec)
 
@@ -218,18 +214,12 @@ class _Job:
         return results
 
     def _finish(self, mode: QuantMode, graph: bytes, facts: dict, ctx: dict) -> ConversionResult:
-        from edge_slm.runtime.results import edge_slm_version, utc_now
-
-        from .graph import check_graph_io
-
         spec, config, labels, seq_len = ctx["spec"], ctx["config"], ctx["labels"], ctx["seq_len"]
         inputs = check_graph_io(facts, spec, seq_len, len(labels))
         path = self.out / artifact_name(self.name, mode.name, self.compat)
         report_path = path.with_name(path.name + ".report.json")
         weights = ctx["weights"]
-        import transformers
-
-        from .tf_env import tensorflow
+        import transformers  # deferred (it loads TensorFlow); tensorflow() above already did: no cost here
 
         extra = {
             "model": {"name": self.name, "architecture": spec.tf_class, "model_type": spec.model_type,
@@ -282,9 +272,6 @@ class _Job:
 
     def _validate(self, mode: QuantMode, provisional: Path, ctx: dict) -> dict:
         """Run the provisional artifact through the device runtime against the TF reference."""
-        from edge_slm.runtime.engine import load_model
-
-        from .validate import compare
 
         threshold = self.min_agreement if self.min_agreement is not None else mode.min_agreement
         enforced = (self.min_agreement is not None or not ctx["weights"].random_weights
@@ -323,8 +310,6 @@ class _Job:
         if directory is not None and (directory / "vocab.txt").is_file():
             return str(directory / "vocab.txt")
         if directory is None:
-            from .source import packaged_bert_vocab
-
             return str(packaged_bert_vocab())
         path = self.scratch / "vocab.txt"
         path.write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
@@ -333,8 +318,6 @@ class _Job:
     @staticmethod
     def _representative(tokenizer, texts: Texts, seq_len: int, fp32_graph: bytes):
         """Calibration inputs in the fp32 graph's input order."""
-        from .graph import graph_facts
-        from .validate import encode
 
         order = [t["name"] for t in graph_facts(fp32_graph)["inputs"]]
         encoded = encode(tokenizer, texts.texts, seq_len)
@@ -360,7 +343,5 @@ class _Job:
 
     @staticmethod
     def _release(model) -> None:
-        from .tf_env import tensorflow
-
         del model
         tensorflow().keras.backend.clear_session()

@@ -1,6 +1,7 @@
 """`edge-convert`: a thin click shell over `edge_slm.convert.api.convert`.
 
-Exit codes: 0 converted (and validated), 2 bad input, 3 validation failed, 130 interrupted.
+Exit codes (README "Conventions"): 0 converted (and validated), 2 bad input, 4 validation failed,
+130 interrupted by Ctrl-C or SIGTERM (no partial artifact is left).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from typing import Optional
 
 import click
 
-from edge_slm.runtime.cli import on_sigterm, run_click
-from edge_slm.runtime.errors import EdgeError
-from edge_slm.runtime.results import RANDOM_WEIGHTS_ACCURACY
+from edge_slm.common.cli import CONTEXT_SETTINGS, output_options, run_click
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY
+from edge_slm.common.errors import EXIT_VALIDATION_FAILED, EdgeError
+from edge_slm.common.stages import StageLog
+from edge_slm.models.registry import load_registry
 
-from .api import VALIDATION_FAILED_EXIT, ValidationFailed, convert
+from .api import ValidationFailed, convert
 from .graph import COMPAT_TARGETS, QUANT_MODES
-from .progress import StageLog
 from .texts import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES
 
 _THRESHOLDS = ", ".join(f"{m.name} {m.min_agreement:.2f}" for m in QUANT_MODES.values())
@@ -28,7 +30,7 @@ def _split_modes(ctx, param, values) -> list:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("models", nargs=-1, metavar="MODEL...")
 @click.option("--quant", "quant_modes", multiple=True, callback=_split_modes,
               help=f"Quantization, repeatable or comma-separated: {', '.join(QUANT_MODES)} (default dynamic).")
@@ -50,15 +52,14 @@ def _split_modes(ctx, param, values) -> list:
                    "with random weights only fp32/fp16 are held to them, unless this is given).")
 @click.option("--registry", "registry_files", multiple=True, help="Extra registry TOML file(s) (repeatable).")
 @click.option("-o", "--out-dir", default=".", show_default=True, help="Where the artifacts and reports go.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No stage progress on stderr.")
+@output_options
 @click.option("--list", "list_models", is_flag=True, help="List the registry's models and exit.")
 def command(models, quant_modes, seq_len, calibration, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
             no_validate, min_agreement, registry_files, out_dir, as_json, quiet, list_models):
     """Convert BERT-family models (registry name, checkpoint directory or hub id owner/name) into
     quantized, validated TFLite artifacts for edge-run.
 
-    Exit status: 0 converted and validated, 2 bad input, 3 validation failed (report written,
+    Exit status: 0 converted and validated, 2 bad input, 4 validation failed (report written,
     artifact not), 130 interrupted."""
     if list_models:
         click.echo(_render_registry(registry_files, as_json))
@@ -82,7 +83,7 @@ def command(models, quant_modes, seq_len, calibration, validation_samples, calib
     else:
         click.echo(render_results(results))
     if failures:
-        raise EdgeError("; ".join(f.message for f in failures), failures[0].hint, exit_code=VALIDATION_FAILED_EXIT)
+        raise EdgeError("; ".join(f.message for f in failures), failures[0].hint, exit_code=EXIT_VALIDATION_FAILED)
 
 
 def render_results(results: list) -> str:
@@ -106,8 +107,6 @@ def _reference(result) -> str:
 
 
 def _render_registry(registry_files, as_json: bool) -> str:
-    from edge_slm.models.registry import load_registry
-
     registry = load_registry(registry_files)
     if as_json:
         return json.dumps({name: {"hf_id": e.hf_id, "base_id": e.base_id, "model_type": e.model_type,
@@ -121,10 +120,5 @@ def _render_registry(registry_files, as_json: bool) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    # A SIGTERM'd conversion unwinds like Ctrl-C, so temporary files are removed.
-    with on_sigterm(lambda *_: sys.exit(143)):
-        return run_click(command, argv, prog_name="edge-convert")
+    return run_click(command, argv, prog_name="edge-convert")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,13 +15,15 @@ fp16 and dynamic-range quantization happen inside the MLIR conversion, so each r
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 from .architectures import ArchitectureSpec
 from .tf_env import captured_native_stderr, first_error_line, tensorflow
@@ -78,7 +80,7 @@ def trace(model, spec: ArchitectureSpec, seq_len: int) -> tuple:
     graph-compatible Python, and autograph's source rewriting took most of the tracing time.
     """
     tf = tensorflow()
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph  # deferred: TensorFlow loads only when converting
 
     signature = [tf.TensorSpec([1, seq_len], tf.int32, name=name) for name in spec.inputs]
 
@@ -94,7 +96,7 @@ def trace(model, spec: ArchitectureSpec, seq_len: int) -> tuple:
 def _converter(frozen: tuple):
     """TF's concrete-function converter, minus its per-call freezing (seconds per call for
     DistilBERT's 66M constants): it gets the graph frozen once by trace()."""
-    from tensorflow.lite.python.lite import TFLiteFrozenGraphConverterV2
+    from tensorflow.lite.python.lite import TFLiteFrozenGraphConverterV2  # deferred: TensorFlow loads only when converting
 
     class FrozenOnceConverter(TFLiteFrozenGraphConverterV2):
         def _freeze_concrete_function(self):
@@ -129,8 +131,8 @@ def quantize_integer(fp32_graph: bytes, mode: QuantMode, representative: Callabl
     quantize it to int8 or int16x8 activations; inputs and logits stay int32/float32. Callers soften
     the attention mask's constant first (see soften_attention_mask)."""
     tf = tensorflow()
-    from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
-    from tensorflow.lite.python.optimize import calibrator
+    from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize  # deferred: TensorFlow loads only when converting
+    from tensorflow.lite.python.optimize import calibrator  # deferred: TensorFlow loads only when converting
 
     with captured_native_stderr() as log:
         try:
@@ -155,9 +157,9 @@ def quantize_integer(fp32_graph: bytes, mode: QuantMode, representative: Callabl
 
 def graph_facts(graph: bytes) -> dict:
     """Inputs and outputs as the device interpreter (ai-edge-litert) reports them, and the op set with versions."""
-    from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
+    from ai_edge_litert.interpreter import Interpreter  # deferred: the interpreter library loads only for this check
+    from tensorflow.lite.python import schema_py_generated as schema  # deferred: TensorFlow loads only when converting
+    from tensorflow.lite.tools import flatbuffer_utils  # deferred: TensorFlow loads only when converting
 
     interpreter = Interpreter(model_content=graph)  # the device runtime's view of the graph
 
@@ -223,9 +225,6 @@ def check_runtime_survives(path, mode: QuantMode, timeout: float = 300) -> None:
     """Load and run the graph once in a child process: some graphs TF produces abort the TFLite
     runtime in a kernel's Prepare (e.g. TF 2.21's 16x8 BERT graphs, in SUB), which would kill
     this process, and on the device the app, instead of raising."""
-    import subprocess
-    import sys
-
     child = subprocess.run([sys.executable, "-c", _RUN_ONCE, str(path)], capture_output=True, text=True,
                            timeout=timeout)
     if child.returncode < 0 or child.returncode > 1:
@@ -253,7 +252,7 @@ def soften_attention_mask(fp32_graph: bytes, magnitude: float) -> bytes:
     still ~0 after softmax) the scores keep a usable scale. Only constants on the data path from the
     attention_mask input are touched.
     """
-    from tensorflow.lite.tools import flatbuffer_utils
+    from tensorflow.lite.tools import flatbuffer_utils  # deferred: TensorFlow loads only when converting
 
     model = flatbuffer_utils.convert_bytearray_to_object(fp32_graph)
     subgraph = model.subgraphs[0]

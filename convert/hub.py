@@ -7,16 +7,18 @@ short connect probe instead of huggingface_hub's retries (~25 s offline).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from edge_slm.runtime.errors import EdgeError
-
-from .source import TOKENIZER_FILES, WEIGHT_FILES
+from edge_slm.common.errors import EdgeError
 
 PROBE_TIMEOUT_SECONDS = 3.0
+# What a checkpoint folder holds, in the order a loader prefers them.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "tf_model.h5", "pytorch_model.bin")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 class HubUnreachable(EdgeError):
@@ -31,8 +33,8 @@ def fetch_checkpoint(hf_id: str, with_weights: bool = True) -> Path:
     if not hub_reachable():
         raise HubUnreachable(f"the Hugging Face hub is unreachable, so {hf_id} cannot be downloaded",
                              "pass a local checkpoint directory, or --random-init for random weights")
-    import huggingface_hub
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    import huggingface_hub  # deferred: only for hub checkpoints
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError  # deferred: only for hub checkpoints
 
     try:
         files = set(huggingface_hub.list_repo_files(hf_id))
@@ -58,7 +60,7 @@ def fetch_checkpoint(hf_id: str, with_weights: bool = True) -> Path:
 
 
 def hub_reachable() -> bool:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: only for hub checkpoints
 
     if constants.HF_HUB_OFFLINE:
         return False
@@ -73,7 +75,7 @@ def hub_reachable() -> bool:
 
 def _cached_snapshot(hf_id: str, with_weights: bool):
     """A complete enough snapshot already in the hub cache, or None."""
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # deferred: only for hub checkpoints
 
     config = try_to_load_from_cache(hf_id, "config.json")
     if not isinstance(config, (str, os.PathLike)):
@@ -85,7 +87,5 @@ def _cached_snapshot(hf_id: str, with_weights: bool):
 
 
 def _shards(index_path: str) -> list:
-    import json
-
     index = json.loads(Path(index_path).read_text(encoding="utf-8"))
     return sorted(set(index.get("weight_map", {}).values()))

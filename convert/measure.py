@@ -24,8 +24,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
+from edge_slm.common.stages import StageLog
+from edge_slm.runtime import cli as edge_run_cli
+from edge_slm.runtime.data import label_ids, read_dataset
+from edge_slm.runtime.engine import load_model
+
+from .api import ValidationFailed, convert
+from .architectures import spec_for
+from .source import packaged_bert_vocab, tokenizer_settings
+from .validate import encode, hf_tokenizer
+from .weights import build_model, make_config
 
 REGISTRY_MODELS = ("mobilebert", "distilbert", "tinybert")
 MODES = ("fp32", "dynamic", "int8")
@@ -33,9 +44,6 @@ RIDGE_STRENGTHS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def measure_models(out_dir: Path, calibration=None, modes=MODES) -> dict:
-    from .api import ValidationFailed, convert
-    from .progress import StageLog
-
     start = time.perf_counter()
     log = StageLog()
     results = []
@@ -53,9 +61,7 @@ def measure_models(out_dir: Path, calibration=None, modes=MODES) -> dict:
 
 def _edge_run(path: str) -> dict:
     edge_run = Path(sys.executable).with_name("edge-run")
-    command = [str(edge_run)] if edge_run.exists() else [sys.executable, "-c",
-                                                       "import sys; from edge_slm.runtime.cli import main; "
-                                                       "sys.exit(main(sys.argv[1:]))"]
+    command = [str(edge_run)] if edge_run.exists() else [sys.executable, "-m", edge_run_cli.__name__]
     child = subprocess.run(command + ["--model", path, "--text", "a charming and often affecting journey .", "--json"],
                            capture_output=True, text=True, timeout=600)
     ok = child.returncode == 0
@@ -66,13 +72,6 @@ def _edge_run(path: str) -> dict:
 def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 4000, checkpoint: Path = None) -> dict:
     """The probe checkpoint (MiniLM's encoder as shipped + a fitted head), or `checkpoint` (e.g. the
     MiniLM that edge-train fine-tuned), converted and validated on every text of SST-2 dev."""
-    from edge_slm.runtime.data import label_ids, read_dataset
-    from edge_slm.runtime.engine import load_model
-
-    from .api import ValidationFailed, convert
-    from .progress import StageLog
-    from .source import packaged_bert_vocab
-
     minilm = packaged_bert_vocab().parent
     train, dev = read_dataset(sst2 / "train.tsv"), read_dataset(sst2 / "dev.tsv")
     features = None
@@ -106,10 +105,6 @@ def head_sensitivity(artifact: str, dev_texts, dev_ids, train_features, train_ta
     """Is the probe's dynamic-int8 agreement a property of its head or of the quantized encoder? For
     each ridge strength: the head's TF dev accuracy, and its label agreement when fed the pooled
     output of the dynamic artifact instead of TF's (read from the graph's pooler tensor)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edge_slm.runtime.engine import load_model
-
     model = load_model(artifact)
     interpreter = Interpreter(model_path=artifact, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
@@ -142,14 +137,7 @@ def ridge_fit(features: np.ndarray, targets: np.ndarray, strength: float) -> np.
 
 def fit_probe_checkpoint(minilm: Path, train, dev, out: Path, count: int) -> tuple:
     """A checkpoint folder = MiniLM's tensors + a classifier fitted on `count` SST-2 train texts."""
-    from safetensors.numpy import load_file, save_file
-
-    from edge_slm.runtime.data import label_ids
-
-    from .architectures import spec_for
-    from .source import tokenizer_settings
-    from .validate import encode, hf_tokenizer
-    from .weights import build_model, make_config
+    from safetensors.numpy import load_file, save_file  # deferred: host extra, only for the probe
 
     spec = spec_for("bert")
     config_fields = json.loads((minilm / "config.json").read_text())

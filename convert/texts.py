@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
+from edge_slm.runtime.data import read_dataset
 
 DEFAULT_VALIDATION_SAMPLES = 100
 # Calibration runs TF's reference kernels with every tensor logged: ~0.6 s a text for MobileBERT
@@ -29,12 +30,10 @@ class Texts:
 
 
 def read_text_file(calibration: str) -> Texts:
-    from edge_slm.runtime.data import read_dataset
-
     try:
-        dataset = read_dataset(calibration)
-    except EdgeError as e:  # the reader's hints name edge-run's --input
-        raise EdgeError(f"--calibration: {e.message}", e.hint.replace("--input", "--calibration")) from None
+        dataset = read_dataset(calibration, flag="--calibration")
+    except EdgeError as e:
+        raise EdgeError(f"--calibration: {e.message}", e.hint) from None
     return Texts(dataset.texts, str(calibration))
 
 

@@ -15,15 +15,15 @@ import warnings
 def tensorflow():
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ INFO/WARNING lines
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow loads only when converting
 
     if not os.environ.get("EDGE_SLM_DEBUG"):
-        import absl.logging
+        import absl.logging  # deferred: comes with TensorFlow
 
         tf.get_logger().setLevel("ERROR")
         # e.g. "providing without the trackable_obj argument is deprecated": that path is deliberate
         absl.logging.set_verbosity(absl.logging.ERROR)
-        import transformers
+        import transformers  # deferred: transformers loads TensorFlow
 
         transformers.logging.set_verbosity_error()
     return tf

@@ -29,7 +29,7 @@ class Reference:
 
 
 def hf_tokenizer(vocab_path: str, settings: dict):
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # deferred: transformers loads TensorFlow
 
     return BertTokenizerFast(vocab_file=vocab_path, do_lower_case=settings["lowercase"],
                              strip_accents=settings["strip_accents"],

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 from .architectures import ArchitectureSpec
 from .tf_env import tensorflow
@@ -45,7 +45,7 @@ class WeightsReport:
 
 
 def make_config(spec: ArchitectureSpec, config_fields: dict, labels: Optional[list]):
-    import transformers
+    import transformers  # deferred: transformers loads TensorFlow
 
     fields = {k: v for k, v in config_fields.items() if k not in ("architectures", "transformers_version")}
     if labels:  # id2label also sets num_labels
@@ -61,7 +61,7 @@ def make_config(spec: ArchitectureSpec, config_fields: dict, labels: Optional[li
 def build_model(spec: ArchitectureSpec, config, seq_len: int, weights_file: Optional[Path], seed: int):
     """(TF model, WeightsReport). `weights_file` None means random initialisation."""
     tf = tensorflow()
-    import transformers
+    import transformers  # deferred: transformers loads TensorFlow
 
     tf.keras.utils.set_random_seed(seed)  # the random parts (all, or the head) are reproducible
     model_class = getattr(transformers, spec.tf_class)
@@ -85,8 +85,8 @@ def build_model(spec: ArchitectureSpec, config, seq_len: int, weights_file: Opti
 
 def read_safetensors(path: Path) -> dict:
     """{name: numpy array} of a .safetensors file, or of every shard an index lists."""
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
+    from safetensors import safe_open  # deferred: host extra, only when reading safetensors
+    from safetensors.numpy import load_file  # deferred: host extra, only when reading safetensors
 
     files = [path]
     if path.name.endswith(".index.json"):
@@ -117,7 +117,7 @@ def _read_pytorch_bin(path: Path) -> dict:
     if not torch_installed():
         raise EdgeError(f"{path.name} is a PyTorch pickle and reading it needs PyTorch, which is not installed",
                         "pip install torch, or save the checkpoint as model.safetensors, or use --random-init")
-    import torch
+    import torch  # deferred: optional (edge-slm[pytorch]), only for pytorch_model.bin
 
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)  # no arbitrary pickles
@@ -130,7 +130,7 @@ def _read_pytorch_bin(path: Path) -> dict:
 def load_state_dict(model, state: dict, spec: ArchitectureSpec) -> WeightsReport:
     """Assign PyTorch-named, PyTorch-layout arrays to the model's TF variables."""
     tf = tensorflow()
-    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model  # deferred: transformers loads TensorFlow
 
     try:
         _, info = load_pytorch_state_dict_in_tf2_model(

@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.toml")
 _REQUIRED = {"hf_id": str, "labels": list, "seq_len": int, "config": dict}

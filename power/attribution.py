@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 MIN_SAMPLES_IN_WINDOW = 10
 

@@ -1,23 +1,25 @@
 """edge-power: list ports, watch a meter live, record samples to CSV, emulate a meter on a pty.
 
-Thin over the library: every failure a user can fix is an EdgeError printed as one line,
-`error: <what> (hint: <what to do>)`, with a non-zero exit code and no traceback. Whatever is
-measured through an emulator says "EMULATED" on every line of output and `emulated` in files.
+Thin over the library, under the conventions every edge-slm command shares (common/cli.py): every
+failure a user can fix is one line `edge-power: error: <what> (hint: <what to do>)` with a non-zero
+exit code and no traceback; Ctrl-C and SIGTERM stop cleanly (files closed, summary printed) and exit
+130. Whatever is measured through an emulator says "EMULATED" on every line of output and
+`emulated` in files.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from typing import Optional
 
 import click
 
-from edge_slm.runtime.artifact import atomic_write_text
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.cli import CONTEXT_SETTINGS, output_options, run_click
+from edge_slm.common.errors import EdgeError
+from edge_slm.common.files import atomic_write_text
 
 from .emulated_ports import running_emulators, state_dir
 from .line_protocol import DEFAULT_LINE_FORMAT
@@ -56,33 +58,36 @@ def meter_arguments(command):
     return command
 
 
-def _stop_on_sigterm() -> None:
-    """`kill` stops as gracefully as Ctrl-C: the summary is printed, the files closed."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _label(emulated: bool) -> str:
     return " EMULATED" if emulated else ""
 
 
-@click.group(help="USB power meters over serial: energy per inference for edge-slm.")
+def _info(quiet: bool):
+    """Where status lines go: stderr, unless -q."""
+    return (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+
+
+@click.group(context_settings=CONTEXT_SETTINGS, help="USB power meters over serial: energy per inference for edge-slm.")
 def cli() -> None:
     pass
 
 
 @cli.command("list", help="List serial ports and running emulators.")
-def list_command() -> None:
-    from serial.tools import list_ports
+@output_options
+def list_command(as_json: bool, quiet: bool) -> None:
+    from serial.tools import list_ports  # deferred: port listing only for `edge-power list`
 
     ports = sorted(list_ports.comports(), key=lambda p: p.device)
+    emulators = running_emulators()
+    if as_json:
+        click.echo(json.dumps({"ports": [{"device": p.device, "description": p.description, "hwid": p.hwid}
+                                         for p in ports],
+                               "emulators": [dict(entry, emulated=True) for entry in emulators]}, indent=2))
+        return
     click.echo("serial ports:" if ports else "serial ports: none found")
     for port in ports:
         details = "; ".join(x for x in (port.description, port.hwid) if x and x != "n/a")
         click.echo(f"  {port.device}  {details}")
-    emulators = running_emulators()
     click.echo("emulators:" if emulators else "emulators: none running")
     for entry in emulators:
         link = f" (also {entry['link']})" if entry.get("link") else ""
@@ -92,26 +97,28 @@ def list_command() -> None:
 @cli.command(help="Print live voltage, current and power until Ctrl-C (or --count readings).")
 @meter_arguments
 @click.option("--count", type=int, default=0, help="Stop after this many readings (0: run until Ctrl-C).")
+@output_options
 def watch(meter: str, port: str, baud: Optional[int], line_format: Optional[str],
-          probe_timeout_s: float, count: int) -> None:
+          probe_timeout_s: float, count: int, as_json: bool, quiet: bool) -> None:
     sampler = Sampler(meter, port, meter_options=_meter_options(baud, line_format, meter),
                       probe_timeout_s=probe_timeout_s,
                       warn=lambda m: click.echo(f"warning: {m}", err=True))
-    _stop_on_sigterm()
     sampler.start()
-    click.echo(f"{sampler.driver.describe()}: Ctrl-C to stop{_label(sampler.emulated)}")
+    _info(quiet)(f"{sampler.driver.describe()}: Ctrl-C to stop{_label(sampler.emulated)}")
     shown = 0
     try:
         while not count or shown < count:
             samples = sampler.samples
             for s in samples[shown:count or None]:
+                if as_json:  # one JSON object per reading
+                    click.echo(json.dumps({"t": s.t, "voltage_v": s.voltage_v, "current_a": s.current_a,
+                                           "power_w": s.power_w, "emulated": sampler.emulated}))
+                    continue
                 volts = "      -  " if s.voltage_v is None else f"{s.voltage_v:7.3f} V"
                 amps = "       -  " if s.current_a is None else f"{s.current_a:8.4f} A"
                 click.echo(f"{volts} {amps} {s.power_w:8.4f} W{_label(sampler.emulated)}")
             shown = len(samples) if not count else min(len(samples), count)
             time.sleep(0.05)
-    except KeyboardInterrupt:
-        pass
     finally:
         sampler.stop()
 
@@ -119,20 +126,21 @@ def watch(meter: str, port: str, baud: Optional[int], line_format: Optional[str]
 @cli.command(help="Record samples to CSV for --duration seconds (Ctrl-C stops early, keeping all).")
 @meter_arguments
 @click.option("--duration", type=float, required=True, help="Seconds to record.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="CSV FILE to write the samples to (streamed as they arrive).")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
               help="Also write the summary (counts, rate, emulated, events) as JSON.")
+@output_options
 def record(meter: str, port: str, baud: Optional[int], line_format: Optional[str],
-           probe_timeout_s: float, duration: float, out: str, summary_json: Optional[str]) -> None:
+           probe_timeout_s: float, duration: float, out: str, summary_json: Optional[str], as_json: bool,
+           quiet: bool) -> None:
     if duration <= 0:
         raise EdgeError(f"--duration must be positive, got {duration}", "e.g. --duration 60")
     sampler = Sampler(meter, port, csv_path=out, meter_options=_meter_options(baud, line_format, meter),
                       probe_timeout_s=probe_timeout_s,
                       warn=lambda m: click.echo(f"warning: {m}", err=True))
-    _stop_on_sigterm()
     sampler.start()
-    click.echo(f"recording {sampler.driver.describe()} for {duration:g} s to {out}"
-               f"{_label(sampler.emulated)}", err=True)
+    _info(quiet)(f"recording {sampler.driver.describe()} for {duration:g} s to {out}{_label(sampler.emulated)}")
     interrupted = False
     try:
         end = time.monotonic() + duration
@@ -149,6 +157,15 @@ def record(meter: str, port: str, baud: Optional[int], line_format: Optional[str
                  "interrupted": interrupted, "source": "emulated meter" if summary.emulated else "meter"})
     if summary_json:
         atomic_write_text(summary_json, json.dumps(data, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _print_recorded(summary, sampler, port, mean_w, energy_j, interrupted, out)
+    if interrupted:  # everything is on disk; exit as interrupted (130)
+        raise KeyboardInterrupt
+
+
+def _print_recorded(summary, sampler, port, mean_w, energy_j, interrupted, out) -> None:
     click.echo(f"recorded {summary.samples} samples in {summary.stopped_at - summary.started_at:.1f} s "
                f"({summary.rate_hz:.2f} Hz) from {sampler.driver.model} at {port}: mean {mean_w:.4f} W, "
                f"{energy_j:.3f} J; garbage frames {summary.garbage_frames}, disconnects "
@@ -189,9 +206,10 @@ def _parse_stall(text: str):
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--stats-out", type=click.Path(dir_okay=False), default=None,
               help="Write the emulator's counters (frames sent, garbage injected, ...) as JSON at exit.")
+@output_options
 def emulate(protocol, trace_spec, idle_w, active_w, follow_pid, noise_w, bus_voltage, seed,
             line_format, line_rate, baud, drop_bytes, garbage, stalls, disconnect_at,
-            reconnect_after, link, duration, stats_out) -> None:
+            reconnect_after, link, duration, stats_out, as_json, quiet) -> None:
     trace = parse_trace(trace_spec, idle_w=idle_w, active_w=active_w, follow_pid=follow_pid)
     signal_source = EmulatedSignal(trace, bus_voltage_v=bus_voltage, noise_w=noise_w, seed=seed)
     engine = make_engine(protocol, signal_source, line_format=line_format, line_rate_hz=line_rate)
@@ -203,47 +221,33 @@ def emulate(protocol, trace_spec, idle_w, active_w, follow_pid, noise_w, bus_vol
         link = str(state_dir() / f"tty-{protocol}-{os.getpid()}")
     emulator = PtyEmulator(engine, faults=faults, baudrate=baud, link=link, protocol=protocol)
 
-    _stop_on_sigterm()
     emulator.start()
-    click.echo(f"port: {emulator.port}")
-    click.echo(f"EMULATED {engine.describe} on {emulator.pty_path}; trace: {trace.describe}; "
-               f"Ctrl-C to stop", err=True)
+    # The first stdout line names the port, for scripts that start an emulator and read its port.
+    click.echo(json.dumps({"port": emulator.port, "emulated": True}) if as_json else f"port: {emulator.port}")
+    _info(quiet)(f"EMULATED {engine.describe} on {emulator.pty_path}; trace: {trace.describe}; Ctrl-C to stop")
     sys.stdout.flush()
+    interrupted = False
     try:
         end = None if duration is None else time.monotonic() + duration
         while (end is None or time.monotonic() < end) and emulator.stats.error is None:
             time.sleep(0.1)
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     stats = emulator.stop()
     if stats_out:
         atomic_write_text(stats_out, json.dumps(stats.as_dict(), indent=2) + "\n")
-    click.echo(f"emulator stopped: {stats.frames_sent} frames sent, {stats.garbage_injected} garbage "
-               f"bursts, {stats.frames_corrupted} corrupted, {stats.disconnects} disconnects, "
-               f"{stats.reconnects} reconnects", err=True)
+    _info(quiet)(f"emulator stopped: {stats.frames_sent} frames sent, {stats.garbage_injected} garbage "
+                 f"bursts, {stats.frames_corrupted} corrupted, {stats.disconnects} disconnects, "
+                 f"{stats.reconnects} reconnects")
     if stats.error:
         raise EdgeError(f"emulator failed: {stats.error}", "this is a bug in edge-power emulate")
+    if interrupted:  # counters written; exit as interrupted (130)
+        raise KeyboardInterrupt
 
 
-def main(argv=None) -> int:
-    try:
-        result = cli.main(args=argv, prog_name="edge-power", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
-    except EdgeError as exc:
-        click.echo(f"error: {exc.one_line()}", err=True)
-        code = exc.exit_code
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("interrupted", err=True)
-        code = 130
-    if argv is None:
-        sys.exit(code)
-    return code
+def main(argv: Optional[list] = None) -> int:
+    return run_click(cli, argv, "edge-power")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

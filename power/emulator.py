@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 from .emulated_ports import register_emulated_pty, unregister_emulated_pty
 from .line_protocol import DEFAULT_LINE_FORMAT, LineFormat

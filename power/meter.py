@@ -21,7 +21,7 @@ from typing import Callable, ClassVar, Dict, List, Optional
 
 import serial
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 from .emulated_ports import emulated_port_info
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Optional, Tuple
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 from .attribution import estimate_energy
 from .meter import METERS, meter_names

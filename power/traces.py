@@ -16,9 +16,9 @@ import csv
 import os
 import threading
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
-from edge_slm.runtime.errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 
 class PowerTrace:
@@ -105,19 +105,25 @@ class CpuLoadTrace(PowerTrace):
     # Shorter intervals than this give jumpy figures: /proc counts in 10 ms ticks.
     MIN_INTERVAL_S = 0.05
 
-    def __init__(self, idle_w: float, active_w: float, pid: Optional[int] = None):
+    def __init__(self, idle_w: float, active_w: float, pid: Optional[int] = None,
+                 busy_seconds: Optional[Callable[[], float]] = None, target: Optional[str] = None):
+        """Follows the machine's load, process `pid`'s, or `busy_seconds()` (CPU-seconds used so far by
+        whatever the caller measures, e.g. a process tree), described as `target`."""
         self.idle_w, self.active_w, self.pid = float(idle_w), float(active_w), pid
+        if busy_seconds is None and pid:
+            busy_seconds = lambda: self._process_cpu_seconds(pid)  # noqa: E731
+        self._busy_seconds = busy_seconds
         self._cores = os.cpu_count() or 1
         self._lock = threading.Lock()
         self._last = self._read_counters()
         self._utilisation = 0.0
-        target = f"process {pid}" if pid else "this machine"
+        target = target or (f"process {pid}" if pid else "this machine")
         self.describe = f"CPU load of {target}: {self.idle_w:g} W idle .. {self.active_w:g} W all cores busy"
 
     def _read_counters(self) -> Tuple[float, float]:
         """(busy CPU-seconds, elapsed seconds x cores) so far."""
-        if self.pid:
-            return self._process_cpu_seconds(self.pid), time.monotonic() * self._cores
+        if self._busy_seconds is not None:
+            return self._busy_seconds(), time.monotonic() * self._cores
         return self._machine_cpu_seconds()
 
     @staticmethod
@@ -150,7 +156,7 @@ class CpuLoadTrace(PowerTrace):
         except FileNotFoundError:
             pass
         try:
-            import psutil
+            import psutil  # deferred: optional fallback where /proc/stat is missing
             times = psutil.cpu_times()
             total = sum(times)
             return total - times.idle, total

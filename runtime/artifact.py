@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import EdgeError
+from edge_slm.common.errors import EdgeError
+from edge_slm.common.files import atomic_write_bytes, require_file
 
 FORMAT = "edge-slm-artifact"
 FORMAT_VERSION = 1
@@ -159,44 +160,9 @@ def write_artifact(path, graph: bytes, metadata: dict, vocab: list, labels: list
     return path
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
-    import tempfile  # writer-only: keeps it off the device's read path
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def read_artifact(path, verify: bool = True) -> Artifact:
     """Read a .tflite (with or without edge-slm metadata). Every failure is an EdgeError."""
-    path = Path(path)
-    if not path.exists():
-        raise EdgeError(f"model file not found: {path}", "check the path passed to --model")
-    if path.is_dir():
-        raise EdgeError(f"{path} is a directory, not a .tflite file", "pass the .tflite file inside it")
+    path = require_file(path, "model file", "--model", "pass the .tflite file inside it")
     try:
         file_size = path.stat().st_size
         with open(path, "rb") as f:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import EdgeError
+from edge_slm.common.errors import EXIT_RUNTIME_REFUSED, EdgeError
 
 
 @dataclass(frozen=True)
@@ -150,16 +150,16 @@ def _load_error(backend: Backend, error: BaseException) -> EdgeError:
         return EdgeError(
             f"the graph needs {op} version {version}, which {backend.name} {backend.version} does not have",
             "pip install ai-edge-litert (newer runtime), or re-convert with "
-            "edge-convert --compat tflite-runtime-2.14", exit_code=3)
+            "edge-convert --compat tflite-runtime-2.14", exit_code=EXIT_RUNTIME_REFUSED)
     match = _CUSTOM_OP.search(text)
     if match:
         return EdgeError(f"the graph uses custom op {match.group(1)}, unknown to {backend.name} {backend.version}",
-                         "re-convert without SELECT_TF_OPS / custom ops", exit_code=3)
+                         "re-convert without SELECT_TF_OPS / custom ops", exit_code=EXIT_RUNTIME_REFUSED)
     if "flatbuffer" in text.lower() or "model provided" in text.lower():
         return EdgeError(f"{backend.name} {backend.version} cannot parse the graph: {_first_line(error)}",
-                         "the .tflite is damaged or not a TFLite model; copy or convert it again", exit_code=3)
+                         "the .tflite is damaged or not a TFLite model; copy or convert it again", exit_code=EXIT_RUNTIME_REFUSED)
     return EdgeError(f"{backend.name} {backend.version} failed to load the graph: {_first_line(error)}",
-                     "try another --backend, or re-convert the model", exit_code=3)
+                     "try another --backend, or re-convert the model", exit_code=EXIT_RUNTIME_REFUSED)
 
 
 def _installed_version(distribution: str) -> Optional[str]:

@@ -8,16 +8,13 @@ dtype and shape once, as TFLite's benchmark_model does, and times set + invoke +
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 
-from .engine import Model
-from .progress import Progress
-from .results import memory_mb
-
-DEFAULT_RUNS = 100
-DEFAULT_WARMUP = 10
+from edge_slm.common.cli import DEFAULT_RUNS, DEFAULT_WARMUP, warn
+from edge_slm.common.documents import memory_mb
+from edge_slm.common.progress import Progress
 
 # Used when --bench gets no texts: movie-review sentences of typical SST-2 length.
 SAMPLE_TEXTS = (
@@ -40,8 +37,22 @@ SAMPLE_TEXTS = (
 )
 
 
+class Runnable(Protocol):
+    """What the timed loop drives: the device's Model, and edge-bench's TF baseline model."""
+
+    tokenizer: Optional[object]  # None: a plain .tflite, fed random inputs
+    init_seconds: float
+    file_bytes: Optional[int]    # the model file's size; None for a model that lives only in memory
+
+    def prepare(self, text: str) -> int: ...
+
+    def run_prepared(self) -> np.ndarray: ...
+
+    def fill_random(self, rng: np.random.Generator) -> None: ...
+
+
 class Benchmark:
-    def __init__(self, model: Model, texts=None, seed: int = 0):
+    def __init__(self, model: Runnable, texts=None, seed: int = 0):
         self.model = model
         self.uses_text = model.tokenizer is not None
         self.texts = list(texts or SAMPLE_TEXTS) if self.uses_text else []
@@ -118,7 +129,7 @@ class Benchmark:
                 "rss_growth_mb": round(memory_after["rss_mb"] - memory_before["rss_mb"], 2),
                 "peak_rss_mb": memory_after["peak_rss_mb"],
             },
-            "model_file_bytes": model.artifact.file_size,
+            "model_file_bytes": model.file_bytes,
             "latencies_ms": [round(x, 4) for x in latencies_ms],
         }
 
@@ -142,7 +153,7 @@ def latency_stats(latencies_ms: list) -> dict:
     }
 
 
-def run_benchmark(model: Model, texts=None, warmup: int = DEFAULT_WARMUP, runs: Optional[int] = None,
+def run_benchmark(model: Runnable, texts=None, warmup: int = DEFAULT_WARMUP, runs: Optional[int] = None,
                   min_seconds: Optional[float] = None, progress: Optional[Progress] = None,
                   around_loop: Optional[Callable] = None):
     """Warm up, then time the loop; returns (stats, energy or None).
@@ -161,3 +172,15 @@ def run_benchmark(model: Model, texts=None, warmup: int = DEFAULT_WARMUP, runs: 
         return loop()[1], None
     energy, stats = around_loop(loop)
     return stats, energy
+
+
+def energy_around_loop(meter: str, port: str, baseline_seconds: float, samples_csv: Optional[str] = None) -> Callable:
+    """The `around_loop` of run_benchmark that meters the timed loop's energy."""
+    # Deferred: pyserial and the sampler stay off the benchmark path of runs without a meter.
+    from edge_slm.power.session import measure_workload
+
+    def around(loop):
+        return measure_workload(loop, meter=meter, port=port, baseline_s=baseline_seconds,
+                                samples_csv=samples_csv, warn=warn)
+
+    return around

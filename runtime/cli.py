@@ -6,34 +6,33 @@ results.py); the command renders it as text, JSON or JSON lines.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
+import sys
 import time
 from typing import Optional
 
 import click
 
-from .bench import DEFAULT_WARMUP, run_benchmark
-from .engine import Model, load_model
-from .errors import EdgeError
-from .progress import Progress
-from .results import RANDOM_WEIGHTS_ACCURACY, new_document, write_json
+from edge_slm.common.cli import (CONTEXT_SETTINGS, DEFAULT_IDLE_SECONDS, DEFAULT_WARMUP, check_loop_settings,
+                                 check_meter_settings, loop_options, meter_options, output_options, run_click)
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, new_document
+from edge_slm.common.errors import EdgeError
+from edge_slm.common.files import write_json
+from edge_slm.common.progress import Progress
+
 from .backends import BACKEND_CHOICES
-
-
-def warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+from .bench import energy_around_loop, run_benchmark
+from .data import read_dataset
+from .engine import Model, load_model
+from .metrics import evaluate
 
 
 def run(model_path, *, texts=(), input_path=None, text_column=None, label_column=None, input_format=None,
         bench=False, runs=None, min_seconds=None, warmup=DEFAULT_WARMUP, threads=None, backend="auto",
-        meter=None, port=None, baseline_seconds=3.0, samples_csv=None, show_progress=True,
+        meter=None, port=None, baseline_seconds=DEFAULT_IDLE_SECONDS, samples_csv=None, show_progress=True,
         on_prediction=None) -> dict:
     """Everything `edge-run` does, as a library call. Raises EdgeError on bad input."""
-    _check_options(texts, input_path, bench, runs, min_seconds, threads, meter, port)
-    if input_path:
-        from .data import read_dataset  # only with --input: keeps csv & co. off the bench path
+    _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads, meter, port, baseline_seconds)
     dataset = read_dataset(input_path, text_column, label_column, input_format) if input_path else None
     model = load_model(model_path, backend=backend, threads=threads)
     doc = new_document()
@@ -46,12 +45,12 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
         all_texts = list(texts) + (dataset.texts if dataset else [])
         doc["predictions"] = _predict(model, all_texts, dataset, show_progress, on_prediction)
         if dataset is not None and dataset.labels is not None:
-            doc["evaluation"] = _evaluate(model, dataset, doc["predictions"][len(texts):])
+            doc["evaluation"] = evaluate(model, dataset, doc["predictions"][len(texts):])
 
     if bench:
         bench_texts = (list(texts) + (dataset.texts if dataset else [])) if model.tokenizer else None
         progress = Progress("bench", total=runs, seconds=min_seconds, enabled=None if show_progress else False)
-        around = _energy_wrapper(meter, port, baseline_seconds, samples_csv) if meter else None
+        around = energy_around_loop(meter, port, baseline_seconds, samples_csv) if meter else None
         with progress:
             doc["benchmark"], doc["energy"] = run_benchmark(
                 model, bench_texts, warmup=warmup, runs=runs, min_seconds=min_seconds,
@@ -59,20 +58,15 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
     return doc
 
 
-def _check_options(texts, input_path, bench, runs, min_seconds, threads, meter, port) -> None:
+def _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads, meter, port,
+                   baseline_seconds) -> None:
     for text in texts:
         if not text.strip():
             raise EdgeError("--text is empty", "pass the sentence to classify, e.g. --text \"great movie\"")
     if not texts and not input_path and not bench:
         raise EdgeError("nothing to do", "pass --text, --input FILE or --bench")
-    if runs is not None and runs <= 0:
-        raise EdgeError(f"--runs must be positive, got {runs}", "e.g. --runs 200")
-    if min_seconds is not None and min_seconds <= 0:
-        raise EdgeError(f"--min-seconds must be positive, got {min_seconds}", "e.g. --min-seconds 10")
-    if threads is not None and threads <= 0:
-        raise EdgeError(f"--threads must be positive, got {threads}", "e.g. --threads 2")
-    if (meter is None) != (port is None):
-        raise EdgeError("--meter and --port go together", "e.g. --meter um25c --port /dev/rfcomm0")
+    check_loop_settings(runs, min_seconds, warmup, threads)
+    check_meter_settings(meter, port, baseline_seconds)
     if meter and not bench:
         raise EdgeError("--meter measures energy during --bench", "add --bench")
 
@@ -97,31 +91,6 @@ def _predict(model: Model, texts, dataset, show_progress, on_prediction) -> list
                 on_prediction(row)
             progress.update()
     return predictions
-
-
-def _evaluate(model: Model, dataset, predictions) -> dict:
-    from .data import label_ids
-    from .metrics import classification_report
-
-    true_ids = label_ids(dataset, model.labels)
-    predicted = [p["index"] for p in predictions]
-    report = classification_report(true_ids, predicted, model.labels)
-    if model.random_weights:
-        # Agreement with labels from random weights is noise; never present it as accuracy.
-        return {"status": RANDOM_WEIGHTS_ACCURACY, "examples": report["examples"],
-                "predicted_counts": {k: v["predicted"] for k, v in report["per_class"].items()}}
-    report["status"] = "ok" if model.random_weights is False else "unknown weights (plain .tflite)"
-    return report
-
-
-def _energy_wrapper(meter, port, baseline_seconds, samples_csv):
-    from edge_slm.power.session import measure_workload
-
-    def around(loop):
-        return measure_workload(loop, meter=meter, port=port, baseline_s=baseline_seconds,
-                                samples_csv=samples_csv, warn=warn)
-
-    return around
 
 
 # ---- rendering ---------------------------------------------------------------------------------
@@ -203,7 +172,7 @@ def _render_energy(e: dict) -> list:
 
 
 # ---- command -----------------------------------------------------------------------------------
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--model", "model_path", required=True, help="The .tflite (edge-slm artifact or plain).")
 @click.option("--text", "texts", multiple=True, help="Text to classify (repeatable).")
 @click.option("--input", "input_path", help="Texts to classify: plain lines, TSV, CSV or JSONL; '-' = stdin.")
@@ -211,19 +180,14 @@ def _render_energy(e: dict) -> list:
 @click.option("--label-column", help="Label column name or index (default: auto).")
 @click.option("--input-format", type=click.Choice(["plain", "tsv", "csv", "jsonl"]), help="Override detection.")
 @click.option("--bench", is_flag=True, help="Benchmark latency and memory.")
-@click.option("--runs", type=int, help="Timed runs (default 100 unless --min-seconds).")
-@click.option("--min-seconds", type=float, help="Keep running at least this long.")
-@click.option("--warmup", type=click.IntRange(min=0), default=DEFAULT_WARMUP, show_default=True, help="Warm-up runs.")
+@loop_options
 @click.option("--threads", type=int, help="Interpreter threads (default: the runtime's).")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
-@click.option("--meter", help="Power meter type for energy per inference (see edge-power list).")
-@click.option("--port", help="Meter port: a device path or a pyserial URL (socket://, rfc2217://).")
-@click.option("--baseline-seconds", type=float, default=3.0, show_default=True, help="Idle baseline before and after.")
+@meter_options
 @click.option("--samples-csv", help="Stream raw meter samples to this CSV.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON line per prediction as it is made.")
-@click.option("--output", "-o", "output_path", help="Also write the result document here (atomically).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("-o", "--output", "output_path", help="Also write the result document to this FILE (atomically).")
+@output_options
 def command(model_path, texts, input_path, text_column, label_column, input_format, bench, runs, min_seconds,
             warmup, threads, backend, meter, port, baseline_seconds, samples_csv, as_json, as_jsonl,
             output_path, quiet):
@@ -250,36 +214,5 @@ def main(argv: Optional[list] = None, prog_name: str = "edge-run") -> int:
     return run_click(command, argv, prog_name)
 
 
-@contextlib.contextmanager
-def on_sigterm(handler):
-    """`handler` answers SIGTERM while the block runs, so a `kill` unwinds (finally blocks and
-    temporary files are cleaned) instead of ending the process on the spot."""
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def run_click(cmd, argv=None, prog_name=None) -> int:
-    """Run a click command; every failure a user can cause is one line on stderr, no traceback."""
-    try:
-        cmd.main(args=argv, prog_name=prog_name, standalone_mode=False)
-        return 0
-    except EdgeError as e:
-        click.echo(f"{prog_name}: error: {e.one_line()}", err=True)
-        return e.exit_code
-    except click.exceptions.Abort:
-        click.echo(f"{prog_name}: interrupted", err=True)
-        return 130
-    except click.UsageError as e:
-        click.echo(f"{prog_name}: error: {' '.join(e.format_message().split())} (hint: {prog_name} --help)", err=True)
-        return e.exit_code
-    except click.ClickException as e:
-        click.echo(f"{prog_name}: error: {' '.join(e.format_message().split())}", err=True)
-        return e.exit_code
-    except BrokenPipeError:  # `edge-run ... | head` closes stdout early: not an error
-        return 0
-    except KeyboardInterrupt:
-        click.echo(f"{prog_name}: interrupted", err=True)
-        return 130
+if __name__ == "__main__":
+    sys.exit(main())

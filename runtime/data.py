@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import EdgeError
+from edge_slm.common.errors import EdgeError
+from edge_slm.common.files import require_file
 
 FORMATS = ("plain", "tsv", "csv", "jsonl")
 TEXT_COLUMN_NAMES = ("text", "sentence", "sentence1", "review", "content", "document", "query")
@@ -51,10 +52,11 @@ class Dataset:
 
 
 def read_dataset(path, text_column: Column = None, label_column: Column = None,
-                 fmt: Optional[str] = None, require_labels: bool = False) -> Dataset:
-    """Read `path` ('-' = stdin). Columns are names or 0-based indices; None = auto-detect."""
+                 fmt: Optional[str] = None, require_labels: bool = False, flag: str = "--input") -> Dataset:
+    """Read `path` ('-' = stdin). Columns are names or 0-based indices; None = auto-detect. `flag` is
+    the option of the command that was run, for the hints."""
     source = "<stdin>" if str(path) == "-" else str(path)
-    raw = _read_bytes(path, source)
+    raw = _read_bytes(path, source, flag)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -72,14 +74,10 @@ def read_dataset(path, text_column: Column = None, label_column: Column = None,
     return dataset
 
 
-def _read_bytes(path, source: str) -> bytes:
+def _read_bytes(path, source: str, flag: str) -> bytes:
     if source == "<stdin>":
         return sys.stdin.buffer.read()
-    p = Path(path)
-    if not p.exists():
-        raise EdgeError(f"input file not found: {p}", "check the path passed to --input")
-    if p.is_dir():
-        raise EdgeError(f"{p} is a directory", "pass a text, TSV, CSV or JSONL file")
+    p = require_file(path, "input file", flag, "pass a text, TSV, CSV or JSONL file")
     try:
         return p.read_bytes()
     except OSError as e:

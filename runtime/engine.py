@@ -15,7 +15,7 @@ import numpy as np
 
 from .artifact import Artifact, read_artifact
 from .backends import Backend, open_interpreter, resolve_backend
-from .errors import EdgeError
+from edge_slm.common.errors import EXIT_RUNTIME_REFUSED, EdgeError
 
 DEFAULT_SEQ_LEN = 128
 
@@ -50,7 +50,7 @@ class Model:
         self.output_index = self._output_index()
         self.buffers = {slot.role: slot.buffer for slot in self.slots}
         if artifact.has_metadata:
-            from .tokenizer import WordPieceTokenizer
+            from .tokenizer import WordPieceTokenizer  # deferred: a plain .tflite needs no tokenizer tables
 
             self.tokenizer = WordPieceTokenizer.from_metadata(artifact.vocab_text, self.metadata["tokenizer"])
             self.seq_len = self.metadata["tokenizer"]["max_seq_len"]
@@ -83,6 +83,10 @@ class Model:
     @property
     def random_weights(self) -> Optional[bool]:
         return self.metadata["random_weights"] if self.metadata else None
+
+    @property
+    def file_bytes(self) -> int:
+        return self.artifact.file_size
 
     def describe(self) -> dict:
         return {
@@ -130,7 +134,7 @@ class Model:
             first = next((line for line in str(e).splitlines() if line.strip()), "no message")
             raise EdgeError(f"inference failed in {self.backend.name} {self.backend.version}: {first}",
                             "check that the inputs fit the graph (vocabulary size, sequence length)",
-                            exit_code=3) from None
+                            exit_code=EXIT_RUNTIME_REFUSED) from None
         return interpreter.get_tensor(self.output_index)
 
     def logits(self, texts) -> np.ndarray:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY
+
+from .data import label_ids
+
 
 def classification_report(true_ids: list, predicted_ids: list, label_names: list) -> dict:
     """Metrics over `label_names` classes; confusion[t][p] counts true t predicted p."""
@@ -35,3 +39,17 @@ def classification_report(true_ids: list, predicted_ids: list, label_names: list
         "per_class": per_class,
         "confusion_matrix": confusion,
     }
+
+
+def evaluate(model, dataset, predictions: list) -> dict:
+    """Accuracy of `predictions` (dicts with "index") against the dataset's labels. `model` names the
+    labels and says whether its weights are random (the device's Model, or the TF baseline)."""
+    true_ids = label_ids(dataset, model.labels)
+    predicted = [p["index"] for p in predictions]
+    report = classification_report(true_ids, predicted, model.labels)
+    if model.random_weights:
+        # Agreement with labels from random weights is noise; never present it as accuracy.
+        return {"status": RANDOM_WEIGHTS_ACCURACY, "examples": report["examples"],
+                "predicted_counts": {k: v["predicted"] for k, v in report["per_class"].items()}}
+    report["status"] = "ok" if model.random_weights is False else "unknown weights (plain .tflite)"
+    return report

@@ -24,7 +24,7 @@ from array import array
 import numpy as np
 
 from .artifact import INPUT_ROLES
-from .errors import EdgeError
+from edge_slm.common.errors import EdgeError
 
 WORD_CACHE_SIZE = 8192  # ~2 MB when full; common words stay cached
 CONTINUATION_PREFIX = "##"

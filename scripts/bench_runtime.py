@@ -102,7 +102,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from edge_slm.runtime.bench import SAMPLE_TEXTS
-    from edge_slm.runtime.results import host_facts, utc_now, write_json
+    from edge_slm.common.documents import host_facts, utc_now
+    from edge_slm.common.files import write_json
 
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     model_path = Path(args.model) if args.model else build_artifact(work)

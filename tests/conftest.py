@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,9 +66,6 @@ def tiny_artifacts(tmp_path_factory, minilm_dir):
 
 def write_tiny_checkpoint(directory: Path, minilm_dir: Path, model_type: str = "bert") -> Path:
     """A local checkpoint folder holding only a tiny config and the real vocab (random init)."""
-    import json
-    import shutil
-
     directory.mkdir(parents=True, exist_ok=True)
     configs = {
         "bert": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -124,6 +124,26 @@ def run_cli(cli_caller):
     from edge_slm.runtime.cli import main
 
     return cli_caller(main)
+
+
+HOST_STACK = ("tensorflow", "transformers", "tf_keras", "keras", "torch", "pandas", "jax")
+
+PROBE = """
+import json, sys
+from edge_slm.runtime.cli import main
+code = main(sys.argv[1:])
+loaded = sorted({m.split('.')[0] for m in sys.modules} & set(json.loads(HOST)))
+print(json.dumps({"code": code, "host_modules": loaded}))
+"""
+
+
+def host_stack_probe(python, *args):
+    """Run edge-run's main(args) under `python`: (process, {"code", "host_modules": host-stack modules loaded})."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([python, "-c", PROBE.replace("HOST", repr(json.dumps(HOST_STACK))), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    return proc, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -1,0 +1,1 @@
+"""edge-bench: the model-selection study (workstation or device) and its report."""

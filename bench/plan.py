@@ -1,0 +1,191 @@
+"""The study's plan: its settings, and one run per artifact x threads x backend (plus, opt-in,
+one TF fp32 baseline per source model x threads)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from edge_slm.common.cli import DEFAULT_IDLE_SECONDS, DEFAULT_RUNS, DEFAULT_WARMUP, check_loop_settings, check_meter_settings
+from edge_slm.common.errors import EdgeError
+from edge_slm.power.session import METER_NAMES
+from edge_slm.runtime.artifact import read_artifact
+from edge_slm.runtime.backends import BACKEND_CHOICES
+from edge_slm.runtime.data import read_dataset
+
+ARTIFACT = "artifact"
+BASELINE = "tf-baseline"
+BASELINE_MODES = ("tf.function", "eager")
+# A UM meter refreshes ~2x/s: windows shorter than this leave energy dominated by the edges.
+METER_MIN_SECONDS = 10.0
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+
+def parse_threads(text: str) -> list:
+    """'1,2,4' -> [1, 2, 4] (order kept, duplicates dropped)."""
+    values = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) <= 0:
+            raise EdgeError(f"bad --threads list {text!r}: {item!r} is not a positive integer",
+                            "give thread counts separated by commas, e.g. --threads 1,2,4")
+        if int(item) not in values:
+            values.append(int(item))
+    return values
+
+
+def parse_backends(text: str) -> list:
+    values = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if item not in BACKEND_CHOICES:
+            raise EdgeError(f"unknown backend {item!r} in --backend {text!r}",
+                            f"one or more of {', '.join(BACKEND_CHOICES)}, separated by commas")
+        if item not in values:
+            values.append(item)
+    return values
+
+
+def default_threads() -> int:
+    """The cores this process may use: what a device would give the model."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """How every run of a study measures; runs of one results.jsonl must share these."""
+
+    runs: Optional[int] = None            # timed runs (DEFAULT_RUNS unless min_seconds is given)
+    min_seconds: Optional[float] = None   # with a meter: METER_MIN_SECONDS unless given
+    warmup: int = DEFAULT_WARMUP
+    data: Optional[str] = None            # labelled texts: accuracy, and the texts the bench feeds
+    meter: Optional[str] = None
+    port: Optional[str] = None
+    baseline_seconds: float = DEFAULT_IDLE_SECONDS  # the meter's idle baseline before and after each run
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per run; a hung run is killed and reported
+
+    def effective(self) -> "StudySettings":
+        runs, min_seconds = self.runs, self.min_seconds
+        if self.meter and min_seconds is None:
+            min_seconds = METER_MIN_SECONDS
+        if runs is None and min_seconds is None:
+            runs = DEFAULT_RUNS
+        data = str(Path(self.data).resolve()) if self.data else None
+        return StudySettings(runs, min_seconds, self.warmup, data, self.meter, self.port,
+                             self.baseline_seconds, self.timeout_s)
+
+    def measurement(self) -> dict:
+        """What makes runs comparable (the port may change between sessions: a pty is renamed)."""
+        return {"runs": self.runs, "min_seconds": self.min_seconds, "warmup": self.warmup, "data": self.data,
+                "meter": self.meter, "baseline_seconds": self.baseline_seconds if self.meter else None}
+
+    def check(self) -> None:
+        check_loop_settings(self.runs, self.min_seconds, self.warmup)
+        check_meter_settings(self.meter, self.port, self.baseline_seconds)
+        if self.timeout_s <= 0:
+            raise EdgeError(f"--timeout must be positive, got {self.timeout_s}", "e.g. --timeout 1800")
+        if self.meter:
+            if self.meter not in METER_NAMES:
+                raise EdgeError(f"unknown meter {self.meter!r}", f"one of {', '.join(METER_NAMES)}")
+            if "://" not in self.port and not os.path.exists(self.port):
+                raise EdgeError(f"meter port {self.port} does not exist",
+                                "check the device path (edge-power list shows serial ports and emulators)")
+        if self.data:
+            read_dataset(self.data, flag="--data")  # a bad file is one error now, not one failed run per artifact
+
+
+# ---- the plan ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedRun:
+    kind: str                      # ARTIFACT | BASELINE
+    artifact: str                  # absolute path (a baseline: the artifact whose source it rebuilds)
+    threads: int
+    backend: str                   # edge-run --backend; "tensorflow" for a baseline
+    mode: Optional[str] = None     # baseline: tf.function | eager
+    source: Optional[str] = None   # baseline: source-model identity, shared by its artifacts
+    takes_text: bool = True        # False for a plain .tflite: no tokenizer, random inputs
+    graph_sha256: Optional[str] = None  # from the metadata: a re-converted file is a new run on --resume
+
+    @property
+    def key(self) -> str:
+        if self.kind == BASELINE:
+            return f"{BASELINE}|{self.source}|{self.mode}|threads={self.threads}"
+        graph = f"|graph={self.graph_sha256[:16]}" if self.graph_sha256 else ""
+        return f"{ARTIFACT}|{self.artifact}{graph}|{self.backend}|threads={self.threads}"
+
+    def describe(self) -> str:
+        name = Path(self.artifact).name
+        if self.kind == BASELINE:
+            return f"TF fp32 {self.mode} baseline of {name}, {self.threads} thread(s)"
+        return f"{name}, {self.threads} thread(s), backend {self.backend}"
+
+
+def source_identity(metadata: dict) -> str:
+    """Which source model an artifact was made from: artifacts sharing it share a TF baseline."""
+    weights = metadata.get("weights") or {}
+    return (f"{metadata['source']}|seq={metadata['tokenizer']['max_seq_len']}|weights={weights.get('origin')}"
+            f"|seed={weights.get('seed')}")
+
+
+def check_artifacts(artifacts: Iterable) -> list:
+    """Absolute paths, in order, without duplicates; a missing path is an error before any run.
+
+    Only existence is checked here: a corrupt or crashing artifact is measured and reported as a
+    failed run, so that one bad file does not hide the others' results."""
+    paths = []
+    for artifact in artifacts:
+        path = Path(artifact).expanduser()
+        if not path.exists():
+            raise EdgeError(f"artifact not found: {artifact}", "check the path (edge-convert writes NAME-QUANT.tflite)")
+        if path.is_dir():
+            raise EdgeError(f"{artifact} is a directory", f"pass the .tflite files in it, e.g. {artifact}/*.tflite")
+        resolved = str(path.resolve())
+        if resolved not in paths:
+            paths.append(resolved)
+    if not paths:
+        raise EdgeError("no ARTIFACT given", "pass one or more .tflite files, e.g. edge-bench models/*.tflite -o study")
+    return paths
+
+
+def artifact_metadata(path: str) -> Optional[dict]:
+    """The artifact's metadata, or None (plain .tflite, or unreadable: its run will say why)."""
+    try:
+        return read_artifact(path, verify=False).metadata
+    except EdgeError:
+        return None
+
+
+def plan_runs(artifacts: Iterable, threads: Iterable, backends: Iterable = ("auto",),
+              baseline_modes: Iterable = (), warn: Callable[[str], None] = lambda message: None) -> list:
+    """Every artifact x threads x backend, each followed by its source model's TF baselines
+    (once per source, mode and thread count) so that the two are measured close in time."""
+    paths = check_artifacts(artifacts)
+    modes = list(baseline_modes)
+    unknown = [m for m in modes if m not in BASELINE_MODES]
+    if unknown:
+        raise EdgeError(f"unknown baseline mode {unknown[0]!r}", f"one of {', '.join(BASELINE_MODES)}")
+    metadata = {path: artifact_metadata(path) for path in paths}
+    if modes:
+        for path, meta in metadata.items():
+            if meta is None:
+                warn(f"no TF baseline for {Path(path).name}: it has no edge-slm metadata naming its source model")
+    planned, seen = [], set()
+    for thread_count in threads:
+        for path in paths:
+            meta = metadata[path]
+            for backend in backends:
+                planned.append(PlannedRun(ARTIFACT, path, thread_count, backend, takes_text=meta is not None,
+                                          graph_sha256=meta["graph"]["sha256"] if meta else None))
+            if meta is None:
+                continue
+            for mode in modes:
+                run = PlannedRun(BASELINE, path, thread_count, "tensorflow", mode, source_identity(meta))
+                if run.key not in seen:
+                    seen.add(run.key)
+                    planned.append(run)
+    return planned

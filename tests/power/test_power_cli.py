@@ -1,0 +1,103 @@
+"""edge-power command line: list, watch, record (and its interrupt), one-line errors."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edge_slm.power.cli import main
+from edge_slm.power.emulator import EmulatedSignal, PtyEmulator, make_engine
+from edge_slm.power.traces import ConstantTrace
+
+
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_POWER_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture
+def um25c():
+    emu = PtyEmulator(make_engine("um25c", EmulatedSignal(ConstantTrace(2.5), seed=2)),
+                      protocol="um25c").start()
+    yield emu
+    emu.stop()
+
+
+def test_list_shows_running_emulators(um25c, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("serial ports:")
+    assert f"  {um25c.pty_path}  um25c  pid {os.getpid()}  EMULATED" in out
+
+
+def test_watch_labels_every_reading_emulated(um25c, capsys):
+    assert main(["watch", "--meter", "um25c", "--port", um25c.port, "--count", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("EMULATED") and len(lines) == 4
+    for line in lines[1:]:
+        volts, _, amps, _, watts, _, label = line.split()
+        assert label == "EMULATED" and float(watts) == pytest.approx(2.5, abs=0.1)
+
+
+def test_record_writes_labelled_csv_and_summary(um25c, tmp_path, capsys):
+    out, summary = tmp_path / "samples.csv", tmp_path / "summary.json"
+    assert main(["record", "--port", um25c.port, "--duration", "1.2", "-o", str(out),
+                 "--summary-json", str(summary)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("recorded ") and printed.rstrip().endswith("EMULATED")
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    data = json.loads(summary.read_text())
+    assert data["emulated"] is True and data["source"] == "emulated meter"
+    assert data["samples"] == len(rows) >= 6
+    assert {r["emulated"] for r in rows} == {"true"}
+    assert data["mean_power_w"] == pytest.approx(2.5, abs=0.05)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["record", "--port", "/dev/ttyEDGE-absent", "--duration", "1", "-o", "x.csv"],
+     "error: port /dev/ttyEDGE-absent does not exist"),
+    (["watch", "--meter", "um25c", "--port", "/dev/null", "--line-format", "csv:power[W]"],
+     "error: --line-format applies to --meter line"),
+    (["emulate", "--trace", "sine:3"], "error: unknown trace 'sine:3'"),
+])
+def test_user_errors_are_one_line_without_traceback(argv, message, capfd):
+    assert main(argv) == 2
+    err = capfd.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "(hint: " in err
+
+
+def default_sigint():
+    # A test run started from a background shell job inherits SIGINT ignored; Ctrl-C is the point here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_record_loses_nothing(um25c, tmp_path, stop_signal):
+    out = tmp_path / "samples.csv"
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "edge_slm.power.cli", "record", "--port", um25c.port,
+         "--duration", "60", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=default_sigint)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 6):
+        time.sleep(0.05)
+    rows_before_interrupt = out.read_text().count("\n") - 1
+    assert rows_before_interrupt >= 5  # rows reach the file while recording
+    recorder.send_signal(stop_signal)
+    try:
+        stdout, stderr = recorder.communicate(timeout=10)
+    finally:
+        recorder.kill()
+    assert recorder.returncode == 130, stderr  # the convention: interrupted, after flushing everything
+    assert "(interrupted)" in stdout
+    recorded = int(stdout.split()[1])
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == recorded >= rows_before_interrupt
+    assert all(row["power_w"] and row["emulated"] == "true" for row in rows)
