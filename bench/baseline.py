@@ -149,12 +149,8 @@ def measure_baseline(artifact_path, *, threads: int, mode: str = "tf.function", 
         dataset = read_dataset(input_path)
 
     start = time.perf_counter()
-    tf = tensorflow()
-    import transformers  # deferred: TF and transformers load here, timed as the baseline's import cost
-
-    # Before any op runs: TF fixes its thread pools on first use.
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf = tensorflow(threads)  # both thread pools sized before TF's first op fixes them
+    import transformers  # deferred: loaded by tensorflow() above; here for its version
     import_ms = (time.perf_counter() - start) * 1e3
 
     meta = artifact.metadata

@@ -122,3 +122,6 @@ def _render_registry(registry_files, as_json: bool) -> str:
 def main(argv: Optional[list] = None) -> int:
     return run_click(command, argv, prog_name="edge-convert")
 
+
+if __name__ == "__main__":
+    sys.exit(main())

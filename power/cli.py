@@ -44,7 +44,7 @@ def _meter_options(baud: Optional[int], line_format: Optional[str], meter: str) 
 
 def meter_arguments(command):
     """The options every command that reads a meter takes."""
-    command = click.option("--timeout", "probe_timeout_s", type=float, default=3.0, show_default=True,
+    command = click.option("--probe-timeout", "probe_timeout_s", type=float, default=3.0, show_default=True,
                            help="Seconds to wait for the first valid reading.")(command)
     command = click.option("--line-format", default=None,
                            help=f"Line meters: the line format [default: {DEFAULT_LINE_FORMAT}].")(command)

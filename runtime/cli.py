@@ -31,7 +31,8 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
         bench=False, runs=None, min_seconds=None, warmup=DEFAULT_WARMUP, threads=None, backend="auto",
         meter=None, port=None, baseline_seconds=DEFAULT_IDLE_SECONDS, samples_csv=None, show_progress=True,
         on_prediction=None) -> dict:
-    """Everything `edge-run` does, as a library call. Raises EdgeError on bad input."""
+    """Everything `edge-run` does, as a library call. Raises EdgeError on bad input, and RunInterrupted
+    (carrying what was finished) on Ctrl-C or SIGTERM."""
     _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads, meter, port, baseline_seconds)
     dataset = read_dataset(input_path, text_column, label_column, input_format) if input_path else None
     model = load_model(model_path, backend=backend, threads=threads)
@@ -39,11 +40,29 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
     doc["backend"] = model.backend.describe()
     doc["threads"] = threads
     doc["model"] = model.describe()
+    try:
+        _run_into(doc, model, texts, dataset, bench, runs, min_seconds, warmup, meter, port, baseline_seconds,
+                  samples_csv, show_progress, on_prediction)
+    except KeyboardInterrupt:
+        raise RunInterrupted(dict(doc, interrupted=True)) from None
+    return doc
 
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run; `document` holds the predictions made so far."""
+
+    def __init__(self, document: dict):
+        super().__init__()
+        self.document = document
+
+
+def _run_into(doc, model, texts, dataset, bench, runs, min_seconds, warmup, meter, port, baseline_seconds,
+              samples_csv, show_progress, on_prediction) -> None:
     if texts or dataset:
         model.require_tokenizer()
         all_texts = list(texts) + (dataset.texts if dataset else [])
-        doc["predictions"] = _predict(model, all_texts, dataset, show_progress, on_prediction)
+        doc["predictions"] = []  # filled as predictions are made: an interrupt keeps them
+        _predict(model, all_texts, dataset, show_progress, on_prediction, doc["predictions"])
         if dataset is not None and dataset.labels is not None:
             doc["evaluation"] = evaluate(model, dataset, doc["predictions"][len(texts):])
 
@@ -71,8 +90,7 @@ def _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads,
         raise EdgeError("--meter measures energy during --bench", "add --bench")
 
 
-def _predict(model: Model, texts, dataset, show_progress, on_prediction) -> list:
-    predictions = []
+def _predict(model: Model, texts, dataset, show_progress, on_prediction, predictions: list) -> None:
     progress = Progress("predict", total=len(texts), enabled=None if show_progress else False)
     first_dataset_row = len(texts) - (len(dataset.texts) if dataset else 0)
     with progress:
@@ -90,7 +108,6 @@ def _predict(model: Model, texts, dataset, show_progress, on_prediction) -> list
             if on_prediction is not None:
                 on_prediction(row)
             progress.update()
-    return predictions
 
 
 # ---- rendering ---------------------------------------------------------------------------------
@@ -195,10 +212,16 @@ def command(model_path, texts, input_path, text_column, label_column, input_form
     if as_json and as_jsonl:
         raise EdgeError("--json and --jsonl exclude each other", "pick one")
     on_prediction = (lambda row: click.echo(json.dumps(row, ensure_ascii=False))) if as_jsonl else None
-    doc = run(model_path, texts=texts, input_path=input_path, text_column=text_column, label_column=label_column,
-              input_format=input_format, bench=bench, runs=runs, min_seconds=min_seconds, warmup=warmup,
-              threads=threads, backend=backend, meter=meter, port=port, baseline_seconds=baseline_seconds,
-              samples_csv=samples_csv, show_progress=not quiet, on_prediction=on_prediction)
+    try:
+        doc = run(model_path, texts=texts, input_path=input_path, text_column=text_column,
+                  label_column=label_column, input_format=input_format, bench=bench, runs=runs,
+                  min_seconds=min_seconds, warmup=warmup, threads=threads, backend=backend, meter=meter, port=port,
+                  baseline_seconds=baseline_seconds, samples_csv=samples_csv, show_progress=not quiet,
+                  on_prediction=on_prediction)
+    except RunInterrupted as interrupted:
+        if output_path:  # what was finished is kept, marked "interrupted": true
+            write_json(output_path, interrupted.document)
+        raise
     if output_path:
         write_json(output_path, doc)
     if as_json:

@@ -10,7 +10,6 @@ last complete checkpoint stays in DIR).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 

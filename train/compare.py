@@ -17,11 +17,12 @@ from edge_slm.common.errors import EXIT_INTERRUPTED, EdgeError
 from edge_slm.common.progress import Progress
 from edge_slm.common.stages import StageLog
 from edge_slm.convert.source import locate_weights, resolve_source
+from edge_slm.convert.tf_env import tensorflow
 from edge_slm.convert.weights import build_model, make_config
 from edge_slm.models.registry import load_registry
 
 from .data import generated_examples, label_sort_key, read_labelled, subset
-from .model import (Trainer, build_tokenizer, encode_texts, quiet_tensorflow, release_model, resolve_seq_len,
+from .model import (Trainer, build_tokenizer, encode_texts, release_model, resolve_seq_len,
                     tool_versions, training_speed)
 from .settings import (COMPARE_BATCH_SIZE, COMPARE_SCHEMA, COMPARE_SEQ_LEN, DEFAULT_COMPARE_STEPS, RANDOM_INIT_NOTE,
                        SCHEMA_VERSION, SPEED_WARMUP_STEPS, TrainSettings)
@@ -111,7 +112,7 @@ def _speed_child(connection, name: str, registry_files: list, settings: TrainSet
 def _speed_run(name: str, registry_files: list, settings: TrainSettings, texts: list, raw_labels: list,
                labels: list, show_progress: bool) -> dict:
     log = StageLog(enabled=show_progress)
-    quiet_tensorflow()
+    tensorflow()  # imported quietly, before the first stage line
     src = resolve_source(name, load_registry(registry_files))
     locate_weights(src, random_init=True, log=log)
     seq_len = resolve_seq_len(src, settings.seq_len)

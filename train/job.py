@@ -45,12 +45,13 @@ from edge_slm.common.files import atomic_write_text, prepare_out_dir
 from edge_slm.common.progress import Progress
 from edge_slm.common.stages import StageLog
 from edge_slm.convert.source import ModelSource, locate_weights, read_config, resolve_source
+from edge_slm.convert.tf_env import tensorflow
 from edge_slm.convert.weights import build_model, make_config
 from edge_slm.models.registry import load_registry
 
 from .checkpoints import last_checkpoint, publish_checkpoint, remove_stale_temporaries, write_checkpoint
 from .data import data_fingerprint, label_counts, label_names, read_labelled, subset
-from .model import (Trainer, build_tokenizer, check_head, encode_texts, quiet_tensorflow, release_model,
+from .model import (Trainer, build_tokenizer, check_head, encode_texts, release_model,
                     resolve_seq_len, tool_versions, training_speed)
 from .settings import (CHECKPOINT_PREFIX, DEFAULT_EVAL_EVERY, EVAL_BATCH_SIZE, OPTIMIZER_FILE, REPORT_FILE,
                        REPORT_SCHEMA, SCHEMA_VERSION, STATE_FILE, STATE_SCHEMA, WEIGHTS_FILE, TrainSettings)
@@ -140,7 +141,7 @@ class TrainJob:
                                 "resume with the same MODEL, data and settings, or train into another -o directory")
             weights_file = self.resumed_from / WEIGHTS_FILE
 
-        quiet_tensorflow()
+        tensorflow()  # imported quietly, before the first stage line
         with self.log.stage(self.name, "tokenize", f"{len(self.train_set.texts)} + {len(self.dev_set.texts)} texts, "
                                                    f"seq {self.seq_len}"):
             self.tokenizer, self.vocab = build_tokenizer(src, self.seq_len, self.scratch)

@@ -13,7 +13,7 @@ import numpy as np
 from edge_slm.common.documents import edge_slm_version
 from edge_slm.common.errors import EdgeError
 from edge_slm.convert.source import ModelSource, read_vocab, tokenizer_metadata, tokenizer_settings
-from edge_slm.convert.tf_env import captured_native_stderr, tensorflow
+from edge_slm.convert.tf_env import tensorflow
 from edge_slm.convert.validate import encode, hf_tokenizer
 
 from .settings import EVAL_BATCH_SIZE, SPEED_WARMUP_STEPS, TrainSettings
@@ -51,14 +51,6 @@ def build_tokenizer(src: ModelSource, seq_len: int, scratch: Path):
     vocab_path = scratch / "vocab.txt"
     vocab_path.write_text("".join(f"{token}\n" for token in vocab), encoding="utf-8")
     return hf_tokenizer(str(vocab_path), settings), vocab
-
-
-def quiet_tensorflow():
-    """TF, imported with its native start-up lines (absl, oneDNN, cuInit) kept off the terminal."""
-    with captured_native_stderr():
-        tf = tensorflow()
-        tf.constant(0)  # the device probe (cuInit) happens at the first op
-    return tf
 
 
 def tool_versions() -> dict:

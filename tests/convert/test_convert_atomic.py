@@ -40,10 +40,21 @@ def test_killed_conversion_leaves_only_complete_artifacts(tmp_path, minilm_dir, 
     out = tmp_path / "out"
     child = run_until([str(checkpoint), "--random-init", "--quant", "fp32,dynamic,int8", "--seq-len", "16",
                        "--validation-samples", "5", "-o", str(out)], marker, sig)
-    assert child.returncode == -sig if sig == signal.SIGKILL else child.returncode == 143
+    assert child.returncode == -sig if sig == signal.SIGKILL else child.returncode == 130
     artifacts = sorted(out.glob("*.tflite"))
     assert "t-int8.tflite" not in [a.name for a in artifacts]
     for artifact in artifacts:  # raises if a graph were truncated or its metadata incomplete
         assert read_artifact(artifact, verify=True).metadata["quantization"] in ("fp32", "dynamic")
     if sig == signal.SIGTERM:  # unwound like Ctrl-C: no temporary files either
         assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_quiet_conversion_prints_nothing_on_stderr(tmp_path, minilm_dir):
+    """-q: no stage lines and none of TensorFlow's native start-up noise (oneDNN, CUDA stubs, cuInit)."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "t", minilm_dir, "bert")
+    child = subprocess.run([sys.executable, "-m", "edge_slm.convert.cli", str(checkpoint), "--random-init",
+                            "--quant", "fp32", "--seq-len", "16", "--no-validate", "-q", "-o", str(tmp_path / "out")],
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr
+    assert child.stderr == ""
+    assert "t-fp32.tflite" in child.stdout

@@ -37,9 +37,10 @@ def test_list_shows_running_emulators(um25c, capsys):
 
 def test_watch_labels_every_reading_emulated(um25c, capsys):
     assert main(["watch", "--meter", "um25c", "--port", um25c.port, "--count", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("EMULATED") and len(lines) == 4
-    for line in lines[1:]:
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()  # readings only; the status line goes to stderr
+    assert captured.err.strip().endswith("EMULATED") and len(lines) == 3
+    for line in lines:
         volts, _, amps, _, watts, _, label = line.split()
         assert label == "EMULATED" and float(watts) == pytest.approx(2.5, abs=0.1)
 
@@ -61,10 +62,10 @@ def test_record_writes_labelled_csv_and_summary(um25c, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["record", "--port", "/dev/ttyEDGE-absent", "--duration", "1", "-o", "x.csv"],
-     "error: port /dev/ttyEDGE-absent does not exist"),
+     "edge-power: error: port /dev/ttyEDGE-absent does not exist"),
     (["watch", "--meter", "um25c", "--port", "/dev/null", "--line-format", "csv:power[W]"],
-     "error: --line-format applies to --meter line"),
-    (["emulate", "--trace", "sine:3"], "error: unknown trace 'sine:3'"),
+     "edge-power: error: --line-format applies to --meter line"),
+    (["emulate", "--trace", "sine:3"], "edge-power: error: unknown trace 'sine:3'"),
 ])
 def test_user_errors_are_one_line_without_traceback(argv, message, capfd):
     assert main(argv) == 2

@@ -110,7 +110,7 @@ def test_measure_workload_with_cpu_following_emulator_and_busy_loop(tmp_path):
     finally:
         emulator_process.terminate()
         _, stderr = emulator_process.communicate(timeout=10)
-    assert emulator_process.returncode == 0 and "EMULATED" in stderr
+    assert emulator_process.returncode == 130 and "EMULATED" in stderr  # stopped by SIGTERM
     json.dumps(result)
     assert result["emulated"] is True and result["emulator"]["protocol"] == "um25c"
     assert payload["runs"] == result["inferences"] > 0
@@ -226,7 +226,7 @@ def test_permission_denied_port_is_a_one_line_error(emulator):
     code, stderr = run_cli_as_nobody(["record", "--port", emu.pty_path, "--duration", "1",
                                       "-o", "/tmp/never-written.csv"])
     assert code == 2
-    assert stderr.startswith(f"error: permission denied opening {emu.pty_path} (hint:")
+    assert stderr.startswith(f"edge-power: error: permission denied opening {emu.pty_path} (hint:")
     assert stderr.count("\n") == 1
 
 

@@ -148,3 +148,23 @@ def test_progress_bar_only_on_a_tty(tmp_path):
     forced.update(5)
     forced.close()
     assert "[###############..............." in stream.getvalue() and "5/10" in stream.getvalue()
+
+
+def test_an_interrupt_writes_the_finished_predictions(tiny_dynamic, tmp_path, monkeypatch, run_cli):
+    from edge_slm.runtime import engine
+
+    data = tmp_path / "texts.txt"
+    data.write_text("one\ntwo\nthree\nfour\n")
+    real_predict, calls = engine.Model.predict_one, []
+
+    def interrupted_at_the_third(self, text):
+        calls.append(text)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C or SIGTERM (run_click) raises
+        return real_predict(self, text)
+
+    monkeypatch.setattr(engine.Model, "predict_one", interrupted_at_the_third)
+    code, _, err = run_cli("--model", tiny_dynamic, "--input", data, "-o", tmp_path / "r.json", "-q")
+    assert code == 130 and err.strip() == "edge-run: interrupted"
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["interrupted"] is True and [p["text"] for p in doc["predictions"]] == ["one", "two"]
