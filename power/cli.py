@@ -196,6 +196,9 @@ def _parse_stall(text: str):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise and faults.")
 @click.option("--line-format", default=DEFAULT_LINE_FORMAT, show_default=True)
 @click.option("--line-rate", type=float, default=20.0, show_default=True, help="line: lines per second.")
+@click.option("--refresh-s", type=float, default=None,
+              help="UM meters: seconds between new readings; polls in between get the same one "
+                   "[default: the model's, 0.5; 0: a new reading on every poll].")
 @click.option("--baud", type=int, default=None, help="Pacing baud rate [default: the meter's].")
 @click.option("--drop-bytes", type=float, default=0.0, help="Probability each byte of a frame is lost.")
 @click.option("--garbage", type=float, default=0.0, help="Probability a frame is preceded by garbage.")
@@ -208,11 +211,12 @@ def _parse_stall(text: str):
               help="Write the emulator's counters (frames sent, garbage injected, ...) as JSON at exit.")
 @output_options
 def emulate(protocol, trace_spec, idle_w, active_w, follow_pid, noise_w, bus_voltage, seed,
-            line_format, line_rate, baud, drop_bytes, garbage, stalls, disconnect_at,
+            line_format, line_rate, refresh_s, baud, drop_bytes, garbage, stalls, disconnect_at,
             reconnect_after, link, duration, stats_out, as_json, quiet) -> None:
     trace = parse_trace(trace_spec, idle_w=idle_w, active_w=active_w, follow_pid=follow_pid)
     signal_source = EmulatedSignal(trace, bus_voltage_v=bus_voltage, noise_w=noise_w, seed=seed)
-    engine = make_engine(protocol, signal_source, line_format=line_format, line_rate_hz=line_rate)
+    engine = make_engine(protocol, signal_source, line_format=line_format, line_rate_hz=line_rate,
+                         refresh_s=refresh_s)
     faults = FaultPlan(drop_byte_probability=drop_bytes, garbage_probability=garbage,
                        stalls=tuple(_parse_stall(s) for s in stalls), disconnect_at_s=disconnect_at,
                        reconnect_after_s=reconnect_after, seed=seed)

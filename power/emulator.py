@@ -36,10 +36,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
+import serial
+
 from edge_slm.common.errors import EdgeError
 
 from .emulated_ports import register_emulated_pty, unregister_emulated_pty
 from .line_protocol import DEFAULT_LINE_FORMAT, LineFormat
+from .meter import port_open_error
 from .rdtech_um import POLL_REQUEST, UM_MODELS, UmModel, encode_record
 from .traces import PowerTrace
 
@@ -68,24 +71,41 @@ class EmulatedSignal:
 
 
 class UmEngine:
-    """RDTech UM: one record in answer to each 0xF0; silent otherwise."""
+    """RDTech UM: one record in answer to each 0xF0; silent otherwise.
+
+    Like the real meter, it measures anew every `refresh_s` (the model's refresh period unless
+    given; 0 measures afresh for every poll, an idealised meter) and answers each poll with the
+    latest reading, so the polls between two refreshes get the same record. A reading is the power
+    at the moment of its refresh, shown until the next one. Data group 0 (the selected one)
+    accumulates each reading over the time it was shown, sent as whole mAh and mWh like the meter's.
+    Readings are drawn per refresh, so they do not depend on how often the host polls.
+    """
 
     polled = True
 
-    def __init__(self, um: UmModel, signal: EmulatedSignal):
+    def __init__(self, um: UmModel, signal: EmulatedSignal, refresh_s: Optional[float] = None):
         self.um = um
         self.signal = signal
+        self.refresh_s = um.refresh_s if refresh_s is None else float(refresh_s)
+        if not self.refresh_s >= 0.0:
+            raise EdgeError(f"refresh period must be 0 or more seconds, got {refresh_s}",
+                            f"the {um.model} refreshes every {um.refresh_s:g} s")
         self.default_baudrate = 9600
-        self.describe = f"{um.model} (answers 0x{POLL_REQUEST:02X} with 130-byte records)"
+        refresh = (f"a new reading every {self.refresh_s:g} s" if self.refresh_s
+                   else "a new reading on every poll")
+        self.describe = f"{um.model} (answers 0x{POLL_REQUEST:02X} with 130-byte records, {refresh})"
         self._charge_mah = 0.0
         self._energy_mwh = 0.0
-        self._last_t: Optional[float] = None
+        self._reading: Optional[Tuple[float, float, float]] = None  # (time, volts, amps) shown
+        self._record = b""
+        self._next_refresh = 0.0
 
     def start(self, now: float) -> None:
         self.signal.t_start = now
+        self._next_refresh = now
 
     def on_bytes(self, data: bytes, now: float) -> List[Tuple[float, bytes]]:
-        return [(now, self._record(now)) for byte in data if byte == POLL_REQUEST]
+        return [(now, self._answer(now)) for byte in data if byte == POLL_REQUEST]
 
     def due_frames(self, now: float) -> List[Tuple[float, bytes]]:
         return []
@@ -94,17 +114,26 @@ class UmEngine:
         return None
 
     def skip_until(self, now: float) -> None:
-        pass
+        pass  # the meter went on measuring while unplugged: the next poll catches up
 
-    def _record(self, now: float) -> bytes:
-        volts, amps = self.signal.measure(now)
-        if self._last_t is not None:  # data group 0 accumulates like the meter's own counter
-            hours = (now - self._last_t) / 3600.0
+    def _answer(self, now: float) -> bytes:
+        if not self.refresh_s:
+            self._refresh(now)
+        while self.refresh_s and self._next_refresh <= now:
+            self._refresh(self._next_refresh)
+            self._next_refresh += self.refresh_s
+        return self._record
+
+    def _refresh(self, at: float) -> None:
+        if self._reading is not None:  # the reading shown until now goes into the counters
+            shown_at, volts, amps = self._reading
+            hours = (at - shown_at) / 3600.0
             self._charge_mah += amps * 1000.0 * hours
             self._energy_mwh += volts * amps * 1000.0 * hours
-        self._last_t = now
-        return encode_record(self.um, voltage_v=volts, current_a=amps,
-                             group_mah=int(self._charge_mah), group_mwh=int(self._energy_mwh))
+        volts, amps = self.signal.measure(at)
+        self._reading = (at, volts, amps)
+        self._record = encode_record(self.um, voltage_v=volts, current_a=amps,
+                                     group_mah=int(self._charge_mah), group_mwh=int(self._energy_mwh))
 
 
 class LineEngine:
@@ -149,8 +178,12 @@ class LineEngine:
 
 
 def make_engine(protocol: str, signal: EmulatedSignal, *, line_format: str = DEFAULT_LINE_FORMAT,
-                line_rate_hz: float = 20.0):
-    factories = {name: (lambda um=um: UmEngine(um, signal)) for name, um in UM_MODELS.items()}
+                line_rate_hz: float = 20.0, refresh_s: Optional[float] = None):
+    """The engine for `protocol`; `refresh_s` (UM meters only) overrides the model's refresh period."""
+    if refresh_s is not None and protocol not in UM_MODELS:
+        raise EdgeError(f"a refresh period applies to the UM meters, not {protocol!r}",
+                        "a line meter sends a new reading with every line (see --line-rate)")
+    factories = {name: (lambda um=um: UmEngine(um, signal, refresh_s)) for name, um in UM_MODELS.items()}
     factories["line"] = lambda: LineEngine(LineFormat.parse(line_format), signal, line_rate_hz)
     if protocol not in factories:
         raise EdgeError(f"cannot emulate {protocol!r}", f"choose one of: {', '.join(EMULATED_PROTOCOLS)}")
@@ -410,25 +443,53 @@ class PtyEmulator:
 
 
 class VirtualClock:
-    """A clock that only moves when told: `clock()` reads it, `clock.sleep(s)` advances it."""
+    """A clock that only moves when told: `clock()` reads it, `clock.sleep(s)` advances it.
+
+    What would run in a background thread on a real clock (a Sampler) registers a step function
+    with `run_in_background`; whoever sleeps on the clock then runs the steps until the time has
+    passed, as a thread would have run meanwhile. A step that sleeps itself just advances the clock.
+    """
 
     def __init__(self, start: float = 0.0):
         self.now = start
+        self._background: List[Callable[[], None]] = []
+        self._stepping = False
 
     def __call__(self) -> float:
         return self.now
 
+    def run_in_background(self, step: Callable[[], None]) -> None:
+        self._background.append(step)
+
+    def stop_background(self, step: Callable[[], None]) -> None:
+        if step in self._background:
+            self._background.remove(step)
+
     def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
+        end = self.now + max(0.0, seconds)
+        if self._background and not self._stepping:
+            self._stepping = True
+            try:
+                while self.now < end and self._background:
+                    before = self.now
+                    for step in list(self._background):
+                        step()
+                    if self.now == before:  # a step that waited for nothing: let a little time pass
+                        self.now = min(end, self.now + 0.01)
+            finally:
+                self._stepping = False
+        self.now = max(self.now, end)
 
 
 class VirtualSerial:
     """An in-memory serial port whose far end is an emulator engine, on a `VirtualClock`.
 
     Implements the part of pyserial's API the drivers use (read, write, in_waiting,
-    reset_input_buffer, close). Each byte arrives at its time on the wire at `baudrate`, after a
-    seeded 0..`latency_jitter_s` response delay standing in for the meter's and the host's
-    scheduling. Faults: dropped bytes and garbage bursts, as on the pty.
+    reset_input_buffer, close); give `port.opener` as the driver's opener. Each byte arrives at
+    its time on the wire at `baudrate`, after a seeded 0..`latency_jitter_s` response delay
+    standing in for the meter's and the host's scheduling. Faults, as on the pty: dropped bytes,
+    garbage bursts, stalls, and the port unplugged (reads and writes fail, opening finds no port)
+    and plugged back in.
     """
 
     def __init__(self, engine, clock: VirtualClock, *, baudrate: Optional[int] = None,
@@ -440,9 +501,12 @@ class VirtualSerial:
         self.timeout = timeout
         self.latency_jitter_s = latency_jitter_s
         self.stats = EmulatorStats()
-        self._injector = FaultInjector(faults or FaultPlan(), self.stats,
-                                       line_oriented=not engine.polled)
+        self.faults = faults or FaultPlan()
+        self._injector = FaultInjector(self.faults, self.stats, line_oriented=not engine.polled)
         self._rng = random.Random(seed)
+        self._t_start = clock()
+        self._disconnect_done = False
+        self._unplugged_until: Optional[float] = None  # math.inf: gone for good
         self._arrivals: collections.deque = collections.deque()  # (arrival time, byte, outcome)
         self._line_free_at = clock()
         self.is_open = True
@@ -461,24 +525,64 @@ class VirtualSerial:
             self._arrivals.append((start + (k + 1) * byte_time, byte, outcome))
         self._line_free_at = start + len(data) * byte_time
 
+    def opener(self, port: str, baudrate: int, timeout_s: float) -> "VirtualSerial":
+        """Open this port, as meter.open_serial_port opens a real one; absent while unplugged."""
+        now = self.clock()
+        if self._unplugged_until is not None:
+            if now < self._unplugged_until:
+                raise port_open_error(port, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)))
+            self._unplugged_until = None
+            self.stats.reconnects += 1
+            self.engine.skip_until(now)  # a meter that was unplugged sent nothing meanwhile
+        self.is_open = True
+        return self
+
+    def _check_plugged(self) -> None:
+        now = self.clock()
+        plan = self.faults
+        if (plan.disconnect_at_s is not None and not self._disconnect_done
+                and now - self._t_start >= plan.disconnect_at_s):
+            self._disconnect_done = True
+            self.stats.disconnects += 1
+            self._arrivals.clear()  # bytes on the way are lost with the port
+            self._unplugged_until = (math.inf if plan.reconnect_after_s is None
+                                     else now + plan.reconnect_after_s)
+        if self._unplugged_until is not None:
+            raise serial.SerialException("device reports readiness to read but returned no data "
+                                         "(device disconnected?)")
+
+    def _stalled(self) -> bool:
+        return self._injector.stalled(self.clock() - self._t_start)
+
     def _pump(self) -> None:
-        for measured_at, frame in self.engine.due_frames(self.clock()):
+        frames = self.engine.due_frames(self.clock())
+        if self._stalled():
+            self.stats.frames_not_sent_stalled += len(frames)
+            return
+        for measured_at, frame in frames:
             self._schedule(measured_at, frame)
 
     def write(self, data: bytes) -> int:
+        self._check_plugged()
         now = self.clock()
-        self.stats.requests += data.count(bytes([POLL_REQUEST])) if self.engine.polled else 0
+        requests = data.count(bytes([POLL_REQUEST])) if self.engine.polled else 0
+        self.stats.requests += requests
+        if self._stalled():
+            self.stats.frames_not_sent_stalled += requests
+            return len(data)
         for measured_at, frame in self.engine.on_bytes(bytes(data), now):
             self._schedule(measured_at, frame)
         return len(data)
 
     @property
     def in_waiting(self) -> int:
+        self._check_plugged()
         self._pump()
         now = self.clock()
         return sum(1 for arrival in self._arrivals if arrival[0] <= now)
 
     def read(self, size: int = 1) -> bytes:
+        self._check_plugged()
         deadline = self.clock() + self.timeout
         out = bytearray()
         while True:

@@ -41,6 +41,9 @@ class Sample:
     current_a: Optional[float] = None
     device_time_s: Optional[float] = None
     resolution_w: float = 0.0  # one step of the meter's power reading at this operating point
+    # The meter had not refreshed since the previous poll: the same reading again, not a new one.
+    repeat: bool = False
+    energy_wh: Optional[float] = None  # the meter's own accumulated energy counter, if it has one
 
 
 class MeterDisconnected(Exception):
@@ -145,6 +148,8 @@ class MeterDriver:
     read_timeout_s: ClassVar[float] = 0.1
     # Keyword options this driver takes beyond the common ones (the CLI checks against these).
     extra_options: ClassVar[tuple] = ()
+    # One step of the meter's accumulated energy counter (Sample.energy_wh), None without one.
+    energy_counter_step_wh: ClassVar[Optional[float]] = None
 
     def __init__(self, port: str, *, baudrate: Optional[int] = None,
                  timestamp_uncertainty_s: Optional[float] = None,

@@ -38,6 +38,16 @@ The request is the single byte 0xF0; the answer is one 130-byte big-endian recor
   126    2    current screen
   128    2    UM24C/UM25C: 0xFFF1 end marker; UM34C: byte 129 is the checksum above
 
+Refresh: the meter updates its reading about twice a second (the UM25C's specification gives a
+2 Hz refresh; rd-usb's maintainer found UM meters polled faster than every 500 ms answer with
+duplicate measurements, kolinger/rd-usb issue #54). Each poll answers with the latest reading, so
+polling at ~7 Hz returns each reading 3-4 times; the driver marks a record identical to the
+previous one as a repeat (`Sample.repeat`), and attribution counts only the new readings.
+
+Energy counter: the selected data group (offset 14) accumulates charge and energy in 1 mAh / 1 mWh
+steps (the UM25C's specification: "energy accumulation 0-99999 mWh"); the driver reports that
+group's energy as `Sample.energy_wh`, a second, coarser energy reading for long runs.
+
 Other one-byte commands (0xF1 next screen, 0xF4 clear group, 0xA0+n select group, ...) are never
 sent by this driver: measuring must not change the meter's state. The power reading is the
 meter's own power field (1 mW steps); voltage and current are kept in the samples as well.
@@ -63,6 +73,9 @@ CHARGING_MODES = {0: "unknown", 1: "QC2.0", 2: "QC3.0", 3: "APP2.4A", 4: "APP2.1
 # libsigrok polls no faster than every 100 ms (UM_POLL_PERIOD_MS); at 9600 baud the 130-byte
 # answer itself takes 135 ms, so a UM meter gives about 7 readings per second.
 POLL_INTERVAL_S = 0.1
+# How often a UM meter refreshes its reading (see above); the emulator holds readings this long.
+REFRESH_S = 0.5
+ENERGY_COUNTER_STEP_WH = 0.001
 
 
 def _end_marker_ok(record: bytes) -> bool:
@@ -97,6 +110,7 @@ class UmModel:
     current_lsb_a: float
     check: Callable[[bytes], bool]
     seal: Callable[[bytearray], None]  # writes the end marker or checksum (for the emulator)
+    refresh_s: float = REFRESH_S  # the meter measures anew this often; polls in between repeat
 
     @property
     def header(self) -> bytes:
@@ -174,7 +188,8 @@ class RdtechUmMeter(MeterDriver):
 
     um: ClassVar[UmModel]
     default_baudrate = 9600
-    nominal_rate_hz = 7.0
+    nominal_rate_hz = 7.0  # polls answered per second (about 2 of them new readings)
+    energy_counter_step_wh = ENERGY_COUNTER_STEP_WH
     extra_options = ("poll_interval_s",)
 
     def __init__(self, port: str, *, poll_interval_s: float = POLL_INTERVAL_S, **options):
@@ -182,6 +197,7 @@ class RdtechUmMeter(MeterDriver):
         self.poll_interval_s = poll_interval_s
         self._buffer = bytearray()
         self._next_poll_at = 0.0
+        self._last_record: Optional[bytes] = None
 
     @property
     def expects(self) -> str:  # type: ignore[override]
@@ -195,6 +211,7 @@ class RdtechUmMeter(MeterDriver):
     def _on_open(self) -> None:
         self._buffer.clear()
         self._next_poll_at = 0.0
+        self._last_record = None
 
     def _silent_hint(self) -> str:
         return ("is the meter on, and is this its port? For Bluetooth: pair it and bind it with "
@@ -256,12 +273,17 @@ class RdtechUmMeter(MeterDriver):
 
     def _sample(self, record: bytes, received_at: float) -> Sample:
         decoded = decode_record(self.um, record)
+        # Every field the same (counters and temperature included): the meter had not refreshed.
+        # Two new readings equal by chance merge into one, which only understates the rate.
+        repeat = record == self._last_record
+        self._last_record = record
         # Resolution: the power field's 1 mW step, or the V and I steps at this operating point.
         resolution = max(POWER_LSB_W, decoded.voltage_v * self.um.current_lsb_a
                          + decoded.current_a * self.um.voltage_lsb_v)
         return Sample(t_receipt=received_at, t=received_at - self.frame_time_s,
                       power_w=decoded.power_w, voltage_v=decoded.voltage_v,
-                      current_a=decoded.current_a, resolution_w=resolution)
+                      current_a=decoded.current_a, resolution_w=resolution, repeat=repeat,
+                      energy_wh=decoded.data_groups[decoded.data_group % 10][1] / 1000.0)  # mWh
 
 
 @register_meter

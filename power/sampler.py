@@ -7,7 +7,9 @@ are survived; a lost port (unplugged, Bluetooth dropped) is reopened every `reco
 until it comes back. Each CSV row is flushed as it is written, so an interrupt loses nothing.
 
 CSV columns: t_receipt_s, t_s (both host monotonic seconds), power_w, voltage_v, current_a,
-device_time_s (empty when the meter has none), resolution_w, emulated (true/false on every row).
+device_time_s (empty when the meter has none), resolution_w, repeat (true when the meter had not
+refreshed since the previous row: the same reading again), energy_wh (the meter's own energy
+counter, empty without one), emulated (true/false on every row).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .emulated_ports import emulated_port_info
 from .meter import MeterDisconnected, Sample, create_meter
 
 CSV_COLUMNS = ("t_receipt_s", "t_s", "power_w", "voltage_v", "current_a", "device_time_s",
-               "resolution_w", "emulated")
+               "resolution_w", "repeat", "energy_wh", "emulated")
 
 
 @dataclass
@@ -111,10 +113,11 @@ class Sampler:
         self._identity: Optional[tuple] = None
 
     # -- public --------------------------------------------------------------------------------
-    def start(self, background: bool = True) -> "Sampler":
+    def start(self) -> "Sampler":
         """Open the meter and wait for its first reading (EdgeError if that fails), then sample.
 
-        With background=False nothing runs until `run_until` is called (virtual-clock sessions).
+        Sampling runs in a background thread, or on a virtual clock (emulator.VirtualClock)
+        whenever something sleeps on that clock.
         """
         self._identity = self._port_identity()
         self.driver.open()
@@ -128,15 +131,12 @@ class Sampler:
             self.driver.close()
             raise
         self._store(first)
-        if background:
+        if hasattr(self.clock, "run_in_background"):
+            self.clock.run_in_background(self._step)
+        else:
             self._thread = threading.Thread(target=self._run, name="edge-power-sampler", daemon=True)
             self._thread.start()
         return self
-
-    def run_until(self, t_end: float) -> None:
-        """Sample in the caller's thread until the clock reaches `t_end` (no background thread)."""
-        while self.clock() < t_end:
-            self._step()
 
     def mark(self, label: str) -> float:
         t = self.clock()
@@ -154,6 +154,8 @@ class Sampler:
 
     def stop(self) -> SamplerSummary:
         self._stop.set()
+        if hasattr(self.clock, "stop_background"):
+            self.clock.stop_background(self._step)
         if self._thread is not None:
             self._thread.join(timeout=10.0)
         stopped_at = self.clock()
@@ -276,5 +278,7 @@ class Sampler:
                 for s in samples:
                     self._csv.write(f"{s.t_receipt:.6f},{s.t:.6f},{s.power_w:.6f},"
                                     f"{_csv_number(s.voltage_v)},{_csv_number(s.current_a)},"
-                                    f"{_csv_number(s.device_time_s)},{s.resolution_w:.6g},{emulated}\n")
+                                    f"{_csv_number(s.device_time_s)},{s.resolution_w:.6g},"
+                                    f"{'true' if s.repeat else 'false'},{_csv_number(s.energy_wh)},"
+                                    f"{emulated}\n")
                     self._csv.flush()  # per reading: an interrupt loses nothing

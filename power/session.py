@@ -47,8 +47,13 @@ def measure_workload(workload: Callable[[], Any], *, meter: str, port: str, base
                      warn: Callable[[str], None] = print_to_stderr,
                      after_baseline_s: Optional[float] = None, settle_s: float = 0.5,
                      probe_timeout_s: float = 3.0, meter_options: Optional[dict] = None,
-                     target_relative_uncertainty: float = 0.02) -> Tuple[dict, Any]:
-    """Measure `workload()` with the meter at `port`; returns (JSON-able result, payload)."""
+                     target_relative_uncertainty: float = 0.02,
+                     clock: Optional[Callable[[], float]] = None) -> Tuple[dict, Any]:
+    """Measure `workload()` with the meter at `port`; returns (JSON-able result, payload).
+
+    `clock`: a VirtualClock (emulator.py) for sessions faster than real time against an emulator's
+    VirtualSerial (given as meter_options={"opener": ...}); the workload sleeps on that clock.
+    """
     if baseline_s <= 0:
         raise EdgeError(f"baseline must be positive, got {baseline_s} s",
                         "measure at least a second of idle power")
@@ -59,8 +64,9 @@ def measure_workload(workload: Callable[[], Any], *, meter: str, port: str, base
         warnings.append(message)
         warn(message)
 
+    timing = {} if clock is None else {"clock": clock, "sleep": clock.sleep}
     sampler = Sampler(meter, port, csv_path=samples_csv, meter_options=meter_options,
-                      probe_timeout_s=probe_timeout_s, warn=note)
+                      probe_timeout_s=probe_timeout_s, warn=note, **timing)
     sampler.start()
     clock, sleep = sampler.clock, sampler.sleep
     try:
@@ -83,7 +89,9 @@ def measure_workload(workload: Callable[[], Any], *, meter: str, port: str, base
     samples = sampler.samples
     estimate = estimate_energy(
         [s.t for s in samples], [s.power_w for s in samples],
-        resolution_w=[s.resolution_w for s in samples],
+        resolution_w=[s.resolution_w for s in samples], repeat=[s.repeat for s in samples],
+        counter_wh=[s.energy_wh for s in samples],
+        counter_step_wh=sampler.driver.energy_counter_step_wh,
         window=(window_start, window_end), before=(before_start, window_start), after=after,
         inferences=inferences, timestamp_uncertainty_s=sampler.driver.timestamp_uncertainty_s,
         target_relative_uncertainty=target_relative_uncertainty)
@@ -116,10 +124,12 @@ def measure_workload(workload: Callable[[], Any], *, meter: str, port: str, base
         "window_end_monotonic_s": round(window_end, 6),
         "baseline_s": baseline_s,
         "after_baseline_s": None if after is None else round(after[1] - after[0], 6),
-        "method": "integral of (P - P_idle) over the inference window, nearest in-window sample; "
-                  "P_idle = mean of the idle baselines before and after",
-        "uncertainty_note": "edges (sampling rate), timing, 2-sigma statistics, resolution and "
-                            "baseline drift combined in quadrature",
+        "method": "integral of (P - P_idle) over the timed loop's window (power and performance "
+                  "from the same run), nearest independent reading certainly inside the window; "
+                  "P_idle = mean of the idle baselines measured before and after the loop",
+        "uncertainty_note": "edges (the meter's refresh rate), timing, 2-sigma statistics over "
+                            "independent readings, resolution and baseline drift combined in "
+                            "quadrature",
         "warnings": warnings,
     })
     return result, payload

@@ -106,10 +106,13 @@ class CpuLoadTrace(PowerTrace):
     MIN_INTERVAL_S = 0.05
 
     def __init__(self, idle_w: float, active_w: float, pid: Optional[int] = None,
-                 busy_seconds: Optional[Callable[[], float]] = None, target: Optional[str] = None):
+                 busy_seconds: Optional[Callable[[], float]] = None, target: Optional[str] = None,
+                 clock: Callable[[], float] = time.monotonic):
         """Follows the machine's load, process `pid`'s, or `busy_seconds()` (CPU-seconds used so far by
-        whatever the caller measures, e.g. a process tree), described as `target`."""
+        whatever the caller measures, e.g. a process tree), described as `target`. `clock` times a
+        process's share (tests give their own, with `busy_seconds`, so load cannot move the figures)."""
         self.idle_w, self.active_w, self.pid = float(idle_w), float(active_w), pid
+        self._clock = clock
         if busy_seconds is None and pid:
             busy_seconds = lambda: self._process_cpu_seconds(pid)  # noqa: E731
         self._busy_seconds = busy_seconds
@@ -123,7 +126,7 @@ class CpuLoadTrace(PowerTrace):
     def _read_counters(self) -> Tuple[float, float]:
         """(busy CPU-seconds, elapsed seconds x cores) so far."""
         if self._busy_seconds is not None:
-            return self._busy_seconds(), time.monotonic() * self._cores
+            return self._busy_seconds(), self._clock() * self._cores
         return self._machine_cpu_seconds()
 
     @staticmethod

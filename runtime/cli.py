@@ -179,8 +179,20 @@ def _render_energy(e: dict) -> list:
         per_joule_text = f"{per_joule:.1f} inferences/J" if per_joule is not None else "inferences/J n/a (energy ≤ 0 within noise)"
         lines.append(f"energy     {e['energy_per_inference_mj']:.3f} ± {e['uncertainty_mj']:.3f} mJ/inference{tag}, "
                      f"{per_joule_text}")
-        lines.append(f"power      idle {e['avg_idle_w']:.3f} W, active {e['avg_active_w']:.3f} W{tag}, "
-                     f"{e['samples_used']} samples over {e['window_s']:.1f} s")
+        before, after = ("not measured" if e.get(key) is None else f"{e[key]:.3f} W"
+                         for key in ("idle_before_w", "idle_after_w"))
+        lines.append(f"power      active {e['avg_active_w']:.3f} W, idle {before} before the loop "
+                     f"and {after} after{tag}; {e['readings_used']} independent meter readings "
+                     f"({e['samples_used']} polls) over {e['window_s']:.1f} s")
+        if e.get("window_long_enough") is False:  # MLPerf Power's practice: say when a run is too short
+            needed = (f"the {e['needed_window_s']:.1f} s needed" if e.get("needed_window_s")
+                      else "what is needed")
+            lines.append(f"energy     window {e['window_s']:.1f} s is shorter than {needed} for "
+                         f"±{e['target_relative_uncertainty']:.0%} (this run: ±{e['relative_uncertainty']:.1%})")
+        if e.get("counter_energy_per_inference_mj") is not None:
+            verdict = "agrees" if e["counter_agrees"] else "DISAGREES beyond the combined uncertainty"
+            lines.append(f"energy     {e['counter_energy_per_inference_mj']:.3f} ± {e['counter_uncertainty_mj']:.3f} "
+                         f"mJ/inference from the meter's own energy counter{tag}: {verdict}")
     else:
         lines.append(f"energy     not measured{tag}")
     if e.get("partial"):

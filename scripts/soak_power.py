@@ -92,6 +92,9 @@ def main() -> int:
         "disconnects": recorded["disconnects"],
         "reconnects": recorded["reconnects"],
         "rate_hz": recorded["rate_hz"],
+        # The meter refreshes every 0.5 s: most polls repeat the reading before (repeat=true).
+        "new_readings": sum(row["repeat"] == "false" for row in rows),
+        "new_readings_per_s": round(sum(row["repeat"] == "false" for row in rows) / elapsed, 3),
         "warnings": recorded["warnings"],
         "checks": checks,
         "out_dir": str(out),

@@ -4,14 +4,14 @@ import struct
 
 import pytest
 
-from edge_slm.power.emulator import (EmulatedSignal, FaultPlan, VirtualClock, VirtualSerial,
-                                     make_engine)
+from edge_slm.power.emulator import EmulatedSignal, FaultPlan, make_engine
 from edge_slm.power.line_protocol import LineFormat
 from edge_slm.power.meter import METERS, MeterDriver, Sample, create_meter, register_meter
 from edge_slm.power.rdtech_um import (UM_MODELS, UM34C_CHECKSUM_POSITIONS, decode_record,
                                       encode_record)
 from edge_slm.power.traces import ConstantTrace
 from edge_slm.common.errors import EdgeError
+from tests.power.conftest import read_for, virtual_meter
 
 
 def hand_built_record(model_id: int, volt_raw: int, amp_raw: int) -> bytearray:
@@ -93,23 +93,6 @@ def test_encoder_rounds_to_each_models_steps(name):
     assert r.power_w == pytest.approx(round(r.voltage_v * r.current_a, 3))
 
 
-def virtual_meter(meter, protocol, *, faults=None, seed=3, watts=2.0, engine_options=None, **options):
-    clock = VirtualClock()
-    engine = make_engine(protocol, EmulatedSignal(ConstantTrace(watts), seed=seed), **(engine_options or {}))
-    port = VirtualSerial(engine, clock, faults=faults, seed=seed)
-    driver = create_meter(meter, "virtual", clock=clock, sleep=clock.sleep,
-                          opener=lambda *a: port, **options)
-    driver.open()
-    return driver, port, clock
-
-
-def read_for(driver, clock, seconds):
-    samples = []
-    while clock() < seconds:
-        samples += driver.read_samples()
-    return samples
-
-
 def test_um_driver_skips_garbage_bursts_and_counts_each():
     driver, port, clock = virtual_meter("um25c", "um25c", faults=FaultPlan(garbage_probability=0.3, seed=5))
     samples = read_for(driver, clock, 20.0)
@@ -137,6 +120,82 @@ def test_um_sample_time_is_receipt_minus_record_transfer_time():
     sample = driver.read_samples()[0]
     assert sample.t_receipt - sample.t == pytest.approx(130 * 10 / 9600)
     assert sample.resolution_w >= 0.001
+
+
+def test_um_meter_holds_each_reading_for_its_refresh_period_and_the_driver_says_so():
+    driver, port, clock = virtual_meter("um25c", "um25c")
+    samples = read_for(driver, clock, 20.0)
+    new = [s for s in samples if not s.repeat]
+    assert UM_MODELS["um25c"].refresh_s == 0.5
+    assert 6.5 < len(samples) / 20.0 < 8.0  # polls answered at 9600 baud
+    assert len(new) in (40, 41)  # but a new reading only every 0.5 s
+    for previous, sample in zip(samples, samples[1:]):
+        if sample.repeat:  # the very same reading, counters included
+            assert (sample.power_w, sample.voltage_v, sample.current_a, sample.energy_wh) == \
+                   (previous.power_w, previous.voltage_v, previous.current_a, previous.energy_wh)
+    # Between two new readings: the refresh period, give or take one poll.
+    intervals = [b.t - a.t for a, b in zip(new, new[1:])]
+    assert all(0.5 - 0.15 < dt < 0.5 + 0.15 for dt in intervals)
+
+
+@pytest.mark.parametrize("refresh_s,readings", [(0.2, (100, 101)), (1.0, (20, 21))])
+def test_refresh_period_is_configurable(refresh_s, readings):
+    driver, port, clock = virtual_meter("um25c", "um25c", engine_options={"refresh_s": refresh_s})
+    assert sum(not s.repeat for s in read_for(driver, clock, 20.0)) in readings
+
+
+def test_refresh_zero_is_an_idealised_meter_with_a_new_reading_for_every_poll():
+    driver, port, clock = virtual_meter("um25c", "um25c", engine_options={"refresh_s": 0})
+    samples = read_for(driver, clock, 10.0)
+    # Two new readings equal in every field by chance count as one: rare at UM25C resolution.
+    assert len(samples) > 65 and sum(s.repeat for s in samples) <= 2
+
+
+@pytest.mark.parametrize("protocol,refresh_s,message", [
+    ("um25c", -0.5, "refresh period must be 0 or more seconds"),
+    ("line", 0.5, "a refresh period applies to the UM meters"),
+])
+def test_bad_refresh_period_is_a_one_line_error(protocol, refresh_s, message):
+    with pytest.raises(EdgeError) as info:
+        make_engine(protocol, EmulatedSignal(ConstantTrace(2.0)), refresh_s=refresh_s)
+    assert message in info.value.message and info.value.hint
+
+
+class OneRecordPort:
+    """A serial port whose meter answers the first poll with the given bytes."""
+
+    def __init__(self, record: bytes):
+        self.pending = b""
+        self.record = record
+
+    def write(self, data: bytes) -> int:
+        self.pending, self.record = self.pending + self.record, b""
+        return len(data)
+
+    def read(self, size: int = 1) -> bytes:
+        data, self.pending = self.pending[:size], self.pending[size:]
+        return data
+
+    def reset_input_buffer(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_um_energy_counter_is_the_selected_data_groups_and_counts_what_was_shown():
+    rec = bytes(hand_built_record(0x09C9, 5000, 4000))  # group 3 selected: 1234 mAh, 5678 mWh
+    assert UM_MODELS["um25c"].is_record(rec)
+    recorded = create_meter("um25c", "answers-one-record", opener=lambda *a: OneRecordPort(rec))
+    recorded.open()
+    assert recorded.read_samples()[0].energy_wh == pytest.approx(5.678)
+    driver, port, clock = virtual_meter("um25c", "um25c", watts=2.0)
+    samples = read_for(driver, clock, 60.0)
+    counts = [s.energy_wh for s in samples]
+    assert counts == sorted(counts) and set(counts) <= {k / 1000 for k in range(100)}  # whole mWh
+    shown_j = sum(a.power_w * 0.5 for a in samples if not a.repeat)  # each reading shown 0.5 s
+    assert counts[-1] * 3600 == pytest.approx(shown_j, abs=2 * 3.6)  # 1 mWh = 3.6 J steps
+    assert driver.energy_counter_step_wh == 0.001
 
 
 @pytest.mark.parametrize("spec,line,expected", [
@@ -186,7 +245,8 @@ def test_line_driver_reads_every_line_after_the_first_and_counts_garbage():
 
 def test_line_driver_computes_power_from_voltage_and_current():
     fmt = "csv:voltage[V],current[A]"
-    driver, port, clock = virtual_meter("line", "line", line_format=fmt, engine_options={"line_format": fmt})
+    driver, port, clock = virtual_meter("line", "line", driver_options={"line_format": fmt},
+                                        engine_options={"line_format": fmt})
     samples = read_for(driver, clock, 1.0)
     assert samples and all(s.power_w == pytest.approx(s.voltage_v * s.current_a) for s in samples)
 
