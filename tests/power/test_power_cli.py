@@ -47,7 +47,7 @@ def test_watch_labels_every_reading_emulated(um25c, capsys):
 
 def test_record_writes_labelled_csv_and_summary(um25c, tmp_path, capsys):
     out, summary = tmp_path / "samples.csv", tmp_path / "summary.json"
-    assert main(["record", "--port", um25c.port, "--duration", "1.2", "-o", str(out),
+    assert main(["record", "--port", um25c.port, "--duration", "0.6", "-o", str(out),
                  "--summary-json", str(summary)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("recorded ") and printed.rstrip().endswith("EMULATED")
@@ -55,8 +55,9 @@ def test_record_writes_labelled_csv_and_summary(um25c, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     data = json.loads(summary.read_text())
     assert data["emulated"] is True and data["source"] == "emulated meter"
-    assert data["samples"] == len(rows) >= 6
-    assert {r["emulated"] for r in rows} == {"true"}
+    assert data["samples"] == len(rows) >= 1  # the first reading comes before recording starts
+    assert {r["emulated"] for r in rows} == {"true"} and rows[0]["repeat"] == "false"
+    assert float(rows[0]["energy_wh"]) >= 0.0  # the UM25C's own energy counter
     assert data["mean_power_w"] == pytest.approx(2.5, abs=0.05)
 
 
@@ -66,6 +67,9 @@ def test_record_writes_labelled_csv_and_summary(um25c, tmp_path, capsys):
     (["watch", "--meter", "um25c", "--port", "/dev/null", "--line-format", "csv:power[W]"],
      "edge-power: error: --line-format applies to --meter line"),
     (["emulate", "--trace", "sine:3"], "edge-power: error: unknown trace 'sine:3'"),
+    (["emulate", "--refresh-s", "-1"], "edge-power: error: refresh period must be 0 or more seconds"),
+    (["emulate", "--protocol", "line", "--refresh-s", "0.5"],
+     "edge-power: error: a refresh period applies to the UM meters, not 'line'"),
 ])
 def test_user_errors_are_one_line_without_traceback(argv, message, capfd):
     assert main(argv) == 2

@@ -1,14 +1,17 @@
-"""Meters through the emulator's real pseudo-terminals, with pyserial as for a real meter.
+"""The emulator through real pseudo-terminals, and the sampler's faults on the virtual clock.
 
-Covers the energy bar through a real 5 s pty session, measure_workload (the runtime's entry point)
-against an `edge-power emulate` process following this process's CPU load, and one test per fault:
-unplugged mid-run, garbage, wrong meter type, silent port, absent, permission denied, busy port,
-a stall survived, the port coming back, and the emulated label.
+Whatever depends on timing (the meter unplugged mid-run and coming back, garbage, stalls, a wrong
+meter type, silence, a lost port's path reused) runs on the virtual clock (tests/power/conftest.py),
+so load on the machine cannot change what is measured. The pty tests below sleep a fraction of a
+second at most; the one real-time test, `test_emulate_and_record_end_to_end_on_a_real_pty`
+(marked e2e_pty), runs `edge-power emulate` and `edge-power record` as processes and asserts only
+what load cannot change.
 """
 
-import csv
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -17,21 +20,20 @@ import traceback
 
 import pytest
 
+from edge_slm.common.errors import EdgeError
+from edge_slm.power import sampler as sampler_module
+from edge_slm.power.cli import main
 from edge_slm.power.emulated_ports import (emulated_port_info, register_emulated_pty,
                                            running_emulators)
 from edge_slm.power.emulator import EmulatedSignal, FaultPlan, PtyEmulator, make_engine
 from edge_slm.power.rdtech_um import UM_MODELS, encode_record
 from edge_slm.power.sampler import Sampler
-from edge_slm.power.session import METER_NAMES, measure_workload
+from edge_slm.power.session import measure_workload
 from edge_slm.power.traces import ConstantTrace, LevelTrace
-from edge_slm.common.errors import EdgeError
+from tests.conftest import ChildLines, stop_child
+from tests.power.conftest import csv_rows, virtual_port, virtual_sampler
 
 IDLE_W, ACTIVE_W = 2.0, 3.5
-
-
-@pytest.fixture(autouse=True)
-def private_state_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGE_POWER_STATE_DIR", str(tmp_path / "state"))
 
 
 @pytest.fixture
@@ -50,111 +52,43 @@ def emulator():
         assert emu.stats.error is None
 
 
-def csv_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+# ---- on the virtual clock ----------------------------------------------------------------------
 
-
-def test_energy_per_inference_within_2_percent_through_a_real_pty_5s_run(emulator, tmp_path):
+def test_meter_unplugged_mid_run_keeps_samples_and_marks_energy_partial(tmp_path):
     level = LevelTrace(IDLE_W)
-    emu = emulator(trace=level, seed=7)
-    switched = {}
-
-    def workload():  # the emulated device draws ACTIVE_W exactly while "inferring"
-        switched["on"] = time.monotonic()
-        level.set(ACTIVE_W)
-        time.sleep(5.0)
-        level.set(IDLE_W)
-        switched["off"] = time.monotonic()
-        return 250, "stats"
-
-    warnings = []
-    result, payload = measure_workload(workload, meter="um25c", port=emu.port, baseline_s=2.0,
-                                       samples_csv=str(tmp_path / "samples.csv"), warn=warnings.append)
-    truth_j = (ACTIVE_W - IDLE_W) * (switched["off"] - switched["on"]) / 250
-    error_j = result["energy_per_inference_mj"] / 1e3 - truth_j
-    print(f"5 s pty run: error {error_j / truth_j:+.3%}, uncertainty ±{result['relative_uncertainty']:.2%}")
-    assert abs(error_j) <= 0.02 * truth_j
-    assert abs(error_j) <= result["uncertainty_mj"] / 1e3
-    assert payload == "stats"
-    assert result["emulated"] is True and result["source"] == "emulated meter"
-    assert result["avg_idle_w"] == pytest.approx(IDLE_W, abs=0.01)
-    assert result["avg_active_w"] == pytest.approx(ACTIVE_W, abs=0.01)
-    assert 30 <= result["samples_used"] <= 42  # ~7 Hz over 5 s
-    assert not result["partial"] and result["garbage_frames"] == 0
-    rows = csv_rows(tmp_path / "samples.csv")
-    assert len(rows) == result["samples_total"] and {r["emulated"] for r in rows} == {"true"}
-    assert warnings == result["warnings"]
-
-
-def test_measure_workload_with_cpu_following_emulator_and_busy_loop(tmp_path):
-    assert {"um24c", "um25c", "um34c", "line"} <= set(METER_NAMES)
-    emulator_process = subprocess.Popen(
-        [sys.executable, "-m", "edge_slm.power.cli", "emulate", "--protocol", "um25c", "--trace", "cpu",
-         "--follow-pid", str(os.getpid()), "--idle-w", str(IDLE_W), "--active-w", str(ACTIVE_W), "--seed", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        port = emulator_process.stdout.readline().strip().removeprefix("port: ")
-
-        def busy_loop():
-            wall, cpu = time.monotonic(), time.process_time()
-            runs, end = 0, wall + 2.0
-            while time.monotonic() < end:
-                sum(range(2000))
-                runs += 1
-            share = (time.process_time() - cpu) / (time.monotonic() - wall) / os.cpu_count()
-            return runs, {"runs": runs, "cpu_share": share}
-
-        result, payload = measure_workload(busy_loop, meter="um25c", port=port, baseline_s=1.0,
-                                           samples_csv=str(tmp_path / "s.csv"), warn=lambda m: None)
-    finally:
-        emulator_process.terminate()
-        _, stderr = emulator_process.communicate(timeout=10)
-    assert emulator_process.returncode == 130 and "EMULATED" in stderr  # stopped by SIGTERM
-    json.dumps(result)
-    assert result["emulated"] is True and result["emulator"]["protocol"] == "um25c"
-    assert payload["runs"] == result["inferences"] > 0
-    # The emulated device draws what this process's CPU share implies (however busy the machine).
-    expected_excess_w = (ACTIVE_W - IDLE_W) * payload["cpu_share"]
-    assert result["avg_active_w"] - result["avg_idle_w"] == pytest.approx(expected_excess_w, rel=0.3)
-    assert result["energy_per_inference_mj"] > 0 and result["inferences_per_joule"] > 0
-    assert result["uncertainty_mj"] > 0 and result["window_s"] == pytest.approx(2.0, abs=0.1)
-    assert not result["partial"]
-    assert {r["emulated"] for r in csv_rows(tmp_path / "s.csv")} == {"true"}
-
-
-def test_meter_unplugged_mid_run_keeps_samples_and_marks_energy_partial(emulator, tmp_path):
-    level = LevelTrace(IDLE_W)
-    emu = emulator(trace=level, faults=FaultPlan(disconnect_at_s=2.2))
+    port, clock = virtual_port(trace=level, faults=FaultPlan(disconnect_at_s=2.2))
 
     def workload():
         level.set(ACTIVE_W)
-        time.sleep(3.0)
+        clock.sleep(3.0)
         level.set(IDLE_W)
         return 300, "benchmark finished"
 
     warnings = []
-    result, payload = measure_workload(workload, meter="um25c", port=emu.port, baseline_s=1.0,
+    result, payload = measure_workload(workload, meter="um25c", port="virtual-um25c",
+                                       meter_options={"opener": port.opener}, clock=clock, baseline_s=1.0,
                                        samples_csv=str(tmp_path / "s.csv"), warn=warnings.append)
     assert payload == "benchmark finished"
     assert result["partial"] is True and 0.1 < result["coverage"] < 0.8
-    assert result["disconnects"] == 1 and emu.stats.disconnects == 1
+    assert result["disconnects"] == 1 and port.stats.disconnects == 1
     assert any("meter lost" in w for w in warnings)
     assert any("partial" in w for w in warnings)
+    assert any("no after-baseline" in w for w in warnings)
     assert all("\n" not in w for w in warnings)
     assert result["energy_per_inference_mj"] == pytest.approx(1.5 * 3.0 / 300 * 1e3, rel=0.1)
     rows = csv_rows(tmp_path / "s.csv")
-    assert len(rows) == result["samples_total"] == emu.stats.frames_sent > 0
+    assert len(rows) == result["samples_total"] == port.stats.frames_sent > 0
+    assert {r["emulated"] for r in rows} == {"true"} and {r["repeat"] for r in rows} == {"true", "false"}
 
 
-def test_garbage_frames_are_counted_and_no_valid_sample_is_lost(emulator):
-    emu = emulator(faults=FaultPlan(garbage_probability=0.3, seed=11))
-    sampler = Sampler("um25c", emu.port).start()
-    time.sleep(2.5)
+def test_garbage_frames_are_counted_and_no_valid_sample_is_lost():
+    sampler, port, clock = virtual_sampler(faults=FaultPlan(garbage_probability=0.3, seed=11))
+    sampler.start()
+    clock.sleep(20.0)
     summary = sampler.stop()
-    assert emu.stats.garbage_injected > 0
-    assert summary.garbage_frames == emu.stats.garbage_injected
-    assert summary.samples == emu.stats.frames_sent
+    assert port.stats.garbage_injected > 20
+    assert summary.garbage_frames == port.stats.garbage_injected
+    assert summary.samples == port.stats.frames_sent
 
 
 @pytest.mark.parametrize("protocol,meter,expected,hint", [
@@ -162,24 +96,63 @@ def test_garbage_frames_are_counted_and_no_valid_sample_is_lost(emulator):
     ("um24c", "um25c", "sends UM24C data", "--meter um24c"),
     ("um25c", "line", "is silent", "--meter um25c"),
 ])
-def test_wrong_meter_type_is_a_one_line_error_after_a_short_timeout(emulator, protocol, meter,
-                                                                     expected, hint):
-    emu = emulator(protocol=protocol)
-    started = time.monotonic()
+def test_wrong_meter_type_is_a_one_line_error_after_the_probe_timeout(protocol, meter, expected, hint):
+    sampler, port, clock = virtual_sampler(meter, protocol, sampler_options={"probe_timeout_s": 1.0})
     with pytest.raises(EdgeError) as info:
-        Sampler(meter, emu.port, probe_timeout_s=1.0).start()
-    assert time.monotonic() - started < 2.5
+        sampler.start()
+    assert 1.0 <= clock() < 1.0 + 0.8  # gives up within one poll cycle (0.77 s) of the probe's time
     line = info.value.one_line()
     assert expected in line and hint in info.value.hint and "\n" not in line
 
 
-def test_silent_port_is_a_one_line_error_naming_what_was_expected(emulator):
-    emu = emulator(faults=FaultPlan(stalls=((0.0, float("inf")),)))
+def test_silent_port_is_a_one_line_error_naming_what_was_expected():
+    sampler, port, clock = virtual_sampler(faults=FaultPlan(stalls=((0.0, float("inf")),)),
+                                           sampler_options={"probe_timeout_s": 1.0})
     with pytest.raises(EdgeError) as info:
-        Sampler("um25c", emu.port, probe_timeout_s=1.0).start()
+        sampler.start()
     assert "silent" in info.value.message and "UM25C records" in info.value.message
-    assert "0xF0" in info.value.message
+    assert "0xF0" in info.value.message and port.stats.frames_not_sent_stalled > 0
 
+
+def test_stall_is_survived_and_reported():
+    sampler, port, clock = virtual_sampler(faults=FaultPlan(stalls=((0.8, 2.6),)),
+                                           sampler_options={"silence_timeout_s": 2.0})
+    sampler.start()
+    clock.sleep(5.0)
+    summary = sampler.stop()
+    kinds = [e.kind for e in summary.events]
+    assert "silent" in kinds and "resumed" in kinds[kinds.index("silent"):]
+    assert summary.timeouts >= 1 and summary.disconnects == 0
+    assert summary.samples == port.stats.frames_sent
+    assert sampler.samples[-1].t_receipt > summary.events[kinds.index("resumed")].t + 1.0
+
+
+def test_port_coming_back_is_reopened_and_every_sample_sent_is_stored(tmp_path):
+    sampler, port, clock = virtual_sampler(faults=FaultPlan(disconnect_at_s=1.0, reconnect_after_s=0.6),
+                                           sampler_options={"csv_path": str(tmp_path / "s.csv")})
+    sampler.start()
+    clock.sleep(3.0)
+    summary = sampler.stop()
+    assert (port.stats.disconnects, port.stats.reconnects) == (1, 1)
+    assert (summary.disconnects, summary.reconnects) == (1, 1)
+    assert summary.samples == port.stats.frames_sent == len(csv_rows(tmp_path / "s.csv"))
+    assert summary.emulated
+
+
+def test_lost_port_path_now_leading_elsewhere_is_not_opened(monkeypatch):
+    """A lost pty's path reused by another emulator (or anything else) is never reopened."""
+    serving = {"pid": 111, "pid_start_time": "1", "instance": "first"}
+    monkeypatch.setattr(sampler_module, "emulated_port_info", lambda port: dict(serving))
+    sampler, port, clock = virtual_sampler(faults=FaultPlan(disconnect_at_s=0.5, reconnect_after_s=0.5))
+    sampler.start()
+    clock.sleep(0.8)
+    serving["instance"] = "another"  # the path now leads to another emulator
+    clock.sleep(2.0)
+    summary = sampler.stop()
+    assert summary.disconnects == 1 and summary.reconnects == 0 and port.stats.reconnects == 0
+
+
+# ---- real pseudo-terminals ---------------------------------------------------------------------
 
 def test_absent_port_is_a_one_line_error():
     with pytest.raises(EdgeError) as info:
@@ -190,7 +163,6 @@ def test_absent_port_is_a_one_line_error():
 
 def run_cli_as_nobody(argv):
     """Run `edge-power argv` in a forked child that dropped root; (exit code, stderr text)."""
-    from edge_slm.power.cli import main
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: no exec, so the root-only interpreter path does not matter
@@ -208,9 +180,20 @@ def run_cli_as_nobody(argv):
         finally:
             os._exit(code)
     os.close(write_end)
-    with os.fdopen(read_end) as f:
-        stderr = f.read()
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), stderr
+    # Waited for with a deadline: a child that hangs is killed and the test fails.
+    deadline, chunks = time.monotonic() + 60, []
+    with os.fdopen(read_end, "rb") as f:
+        while True:
+            ready, _, _ = select.select([f], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"edge-power {' '.join(argv)} as nobody did not finish in 60 s: killed")
+            chunk = os.read(f.fileno(), 4096)
+            if not chunk:  # the child has closed its end: it is exiting
+                break
+            chunks.append(chunk)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), b"".join(chunks).decode()
 
 
 def test_permission_denied_port_is_a_one_line_error(emulator):
@@ -241,43 +224,6 @@ def test_busy_port_is_a_one_line_error(emulator):
         first.stop()
 
 
-def test_stall_is_survived_and_reported(emulator):
-    emu = emulator(faults=FaultPlan(stalls=((0.8, 1.6),)))
-    sampler = Sampler("um25c", emu.port, silence_timeout_s=1.0).start()
-    time.sleep(3.2)
-    summary = sampler.stop()
-    kinds = [e.kind for e in summary.events]
-    assert "silent" in kinds and "resumed" in kinds[kinds.index("silent"):]
-    assert summary.timeouts >= 1 and summary.disconnects == 0
-    assert summary.samples == emu.stats.frames_sent
-    assert sampler.samples[-1].t_receipt > sampler.events[kinds.index("resumed")].t - 0.5
-
-
-def test_port_coming_back_is_reopened_and_every_sample_sent_is_stored(emulator, tmp_path):
-    link = str(tmp_path / "tty-um25c")
-    emu = emulator(link=link, faults=FaultPlan(disconnect_at_s=1.0, reconnect_after_s=0.6))
-    sampler = Sampler("um25c", link, csv_path=str(tmp_path / "s.csv")).start()
-    time.sleep(3.0)
-    summary = sampler.stop()
-    assert (emu.stats.disconnects, emu.stats.reconnects) == (1, 1)
-    assert (summary.disconnects, summary.reconnects) == (1, 1)
-    assert summary.samples == emu.stats.frames_sent == len(csv_rows(tmp_path / "s.csv"))
-    assert summary.emulated
-
-
-def test_lost_port_path_now_leading_elsewhere_is_not_opened(emulator, tmp_path):
-    link = str(tmp_path / "tty-um25c")
-    first = emulator(link=link, faults=FaultPlan(disconnect_at_s=0.5))  # gone for good
-    sampler = Sampler("um25c", link).start()
-    time.sleep(1.0)
-    other = emulator(link=str(tmp_path / "other"))
-    os.symlink(other.pty_path, link)  # the old path now leads to another meter
-    time.sleep(1.5)
-    summary = sampler.stop()
-    assert first.stats.disconnects == 1 and summary.disconnects == 1
-    assert summary.reconnects == 0 and other.stats.requests == 0
-
-
 def test_emulated_label_needs_a_live_registered_emulator(emulator, tmp_path):
     emu = emulator(link=str(tmp_path / "link"))
     assert emulated_port_info(emu.pty_path)["pid"] == os.getpid()
@@ -291,7 +237,7 @@ def test_emulated_label_needs_a_live_registered_emulator(emulator, tmp_path):
     try:
         bare = os.ttyname(slave)
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
-        dead.wait()
+        dead.wait(timeout=60)
         register_emulated_pty(bare, protocol="um25c")
         entry = tmp_path / "state" / "emulators" / (bare.strip("/").replace("/", "_") + ".json")
         data = json.loads(entry.read_text())
@@ -323,7 +269,7 @@ def test_a_meter_on_an_unregistered_port_is_never_labelled_emulated(tmp_path):
     threading.Thread(target=answer_polls, daemon=True).start()
     try:
         sampler = Sampler("um25c", os.ttyname(slave), csv_path=str(tmp_path / "s.csv")).start()
-        time.sleep(0.5)
+        time.sleep(0.3)
         summary = sampler.stop()
     finally:
         stop.set()
@@ -331,3 +277,34 @@ def test_a_meter_on_an_unregistered_port_is_never_labelled_emulated(tmp_path):
         os.close(master)
     assert summary.samples > 0 and summary.emulated is False
     assert {r["emulated"] for r in csv_rows(tmp_path / "s.csv")} == {"false"}
+
+
+@pytest.mark.e2e_pty
+def test_emulate_and_record_end_to_end_on_a_real_pty(tmp_path):
+    """`edge-power emulate` and `edge-power record` as processes, in real time, with garbage and the
+    port unplugged and back: asserts only what load on the machine cannot change."""
+    env = dict(os.environ, EDGE_POWER_STATE_DIR=str(tmp_path / "state"))
+    cli = [sys.executable, "-m", "edge_slm.power.cli"]
+    stats = tmp_path / "emulator.json"
+    emulator_process = subprocess.Popen(
+        cli + ["emulate", "--protocol", "um25c", "--trace", "steps:0=2.0,1=3.5", "--garbage", "0.1",
+               "--seed", "4", "--disconnect-at", "1.5", "--reconnect-after", "0.5",
+               "--link", str(tmp_path / "tty-um25c"), "--stats-out", str(stats)],
+        env=env, stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "w"), text=True)
+    try:
+        port = ChildLines(emulator_process, emulator_process.stdout).next(timeout=60).strip()
+        recorder = subprocess.run(cli + ["record", "--port", port.removeprefix("port: "), "--duration", "4",
+                                         "-o", str(tmp_path / "s.csv"), "--summary-json", str(tmp_path / "r.json")],
+                                  env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        emulator_code = stop_child(emulator_process)
+    assert recorder.returncode == 0, recorder.stderr
+    assert emulator_code == 130 and "EMULATED" in (tmp_path / "emulator.log").read_text()
+    sent, recorded = json.loads(stats.read_text()), json.loads((tmp_path / "r.json").read_text())
+    rows = csv_rows(tmp_path / "s.csv")
+    assert sent["frames_sent"] == recorded["samples"] == len(rows) > 0
+    assert sent["garbage_injected"] == recorded["garbage_frames"]
+    assert recorded["disconnects"] == sent["disconnects"] <= 1
+    assert recorded["reconnects"] <= sent["reconnects"] <= 1
+    assert recorded["emulated"] is True and {r["emulated"] for r in rows} == {"true"}
+    assert {r["repeat"] for r in rows} <= {"true", "false"} and all(r["energy_wh"] for r in rows)
