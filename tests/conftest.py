@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import queue
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -144,6 +146,44 @@ def host_stack_probe(python, *args):
     proc = subprocess.run([python, "-c", PROBE.replace("HOST", repr(json.dumps(HOST_STACK))), *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=300)
     return proc, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class ChildLines:
+    """The lines a child process writes to a pipe, each waited for with a timeout.
+
+    A reader thread drains the pipe into a queue, so a child that goes silent fails the test at
+    its deadline instead of hanging the suite (a bare `readline()` or `for line in pipe` would),
+    and a chatty child never blocks on a full pipe."""
+
+    def __init__(self, process: subprocess.Popen, stream):
+        self.process = process
+        self._lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
+
+    def _drain(self, stream) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)  # end of the stream
+
+    def next(self, timeout: float) -> str:
+        """The next line ("" at the end of the stream); kills the child and fails after `timeout` s."""
+        try:
+            line = self._lines.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            pytest.fail(f"child {self.process.args!r} wrote nothing for {timeout:.0f} s: killed")
+        return "" if line is None else line
+
+
+def stop_child(process: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` s; returns the exit code."""
+    process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=timeout)
 
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -199,7 +199,8 @@ def test_the_study_runner_imports_no_tensorflow(tiny_dynamic, tmp_path):
         " '-q'])\n"
         "heavy = [m for m in ('tensorflow', 'transformers', 'keras', 'tf_keras', 'torch') if m in sys.modules]\n"
         "print(code, heavy)\n")
-    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                             timeout=600)
     assert process.stdout.strip().splitlines()[-1] == "0 []"
     assert (tmp_path / "study" / "report.md").is_file()
 

@@ -11,23 +11,33 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from tests.conftest import write_tiny_checkpoint
+from tests.conftest import ChildLines, write_tiny_checkpoint
 
 from edge_slm.runtime.artifact import read_artifact
 
 
 def run_until(args: list, marker: str, sig: int, timeout: float = 240) -> subprocess.Popen:
-    """Start edge-convert, send `sig` as soon as a stderr line contains `marker`."""
+    """Start edge-convert, send `sig` as soon as a stderr line contains `marker`.
+
+    Every wait has a deadline, a silent child included (it is killed and the test fails)."""
     child = subprocess.Popen([sys.executable, "-m", "edge_slm.convert.cli", *args], stderr=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, text=True)
+    lines = ChildLines(child, child.stderr)
     deadline = time.monotonic() + timeout
-    for line in child.stderr:
+    while True:
+        line = lines.next(timeout=deadline - time.monotonic())
         if marker in line:
             child.send_signal(sig)
             break
-        assert time.monotonic() < deadline, "conversion never reached the marker"
-    child.stderr.read()
-    child.wait(timeout=120)
+        if not line:
+            child.wait(timeout=30)
+            pytest.fail(f"conversion ended (exit {child.returncode}) before {marker!r}")
+    try:
+        child.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(timeout=30)
+        pytest.fail(f"conversion did not stop within 120 s of signal {sig}")
     return child
 
 

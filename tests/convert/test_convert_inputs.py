@@ -101,13 +101,13 @@ def locked_dir(tmp_path):
     if os.geteuid() != 0:
         yield locked
         return
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(locked)],
-                                                        capture_output=True).returncode != 0:
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(locked)], capture_output=True,
+                                                        timeout=60).returncode != 0:
         pytest.skip("root, and chattr +i is not available here to lock a directory")
     try:
         yield locked
     finally:
-        subprocess.run(["chattr", "-i", str(locked)], check=True)
+        subprocess.run(["chattr", "-i", str(locked)], check=True, timeout=60)
 
 
 def test_output_directory_read_only(convert_cli, tiny_dir, locked_dir):

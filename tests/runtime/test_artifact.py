@@ -37,7 +37,8 @@ def test_associated_files_are_listed_by_zip_tools(tiny_fp32):
         assert key in meta
     assert {i["role"] for i in meta["inputs"]} == {"input_ids", "attention_mask", "token_type_ids"}
     if shutil.which("unzip"):
-        listing = subprocess.run(["unzip", "-l", str(tiny_fp32)], capture_output=True, text=True).stdout
+        listing = subprocess.run(["unzip", "-l", str(tiny_fp32)], capture_output=True, text=True,
+                                 timeout=60).stdout
         assert "metadata.json" in listing and "vocab.txt" in listing and "labels.txt" in listing
 
 

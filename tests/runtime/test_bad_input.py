@@ -98,6 +98,6 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     """The installed entry point, as a user types it."""
     proc = subprocess.run([sys.executable, "-c", "import sys; from edge_slm.runtime.cli import main; "
                            "sys.exit(main())", "--model", str(tmp_path / "x.tflite"), "--bench"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

@@ -27,7 +27,8 @@ def edge_run(*args):
 def test_environment_is_numpy1_with_tflite_runtime_and_no_tensorflow():
     probe = ("import json, importlib.util, numpy, tflite_runtime; print(json.dumps({'numpy': numpy.__version__, "
              "'tflite_runtime': tflite_runtime.__version__, 'tf': importlib.util.find_spec('tensorflow') is not None}))")
-    facts = json.loads(subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    facts = json.loads(subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, check=True,
+                                      timeout=120).stdout)
     assert facts["numpy"].startswith("1.") and facts["tflite_runtime"].startswith("2.14") and not facts["tf"]
 
 
