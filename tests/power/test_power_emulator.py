@@ -3,8 +3,8 @@
 Whatever depends on timing (the meter unplugged mid-run and coming back, garbage, stalls, a wrong
 meter type, silence, a lost port's path reused) runs on the virtual clock (tests/power/conftest.py),
 so load on the machine cannot change what is measured. The pty tests below sleep a fraction of a
-second at most; the one real-time test, `test_emulate_and_record_end_to_end_on_a_real_pty`
-(marked e2e_pty), runs `edge-power emulate` and `edge-power record` as processes and asserts only
+second at most; the one real-time test, `test_emulate_end_to_end_on_a_real_pty`
+(marked e2e_pty), runs `edge-power emulate` as a process, reads it in real time and asserts only
 what load cannot change.
 """
 
@@ -280,31 +280,28 @@ def test_a_meter_on_an_unregistered_port_is_never_labelled_emulated(tmp_path):
 
 
 @pytest.mark.e2e_pty
-def test_emulate_and_record_end_to_end_on_a_real_pty(tmp_path):
-    """`edge-power emulate` and `edge-power record` as processes, in real time, with garbage and the
-    port unplugged and back: asserts only what load on the machine cannot change."""
-    env = dict(os.environ, EDGE_POWER_STATE_DIR=str(tmp_path / "state"))
-    cli = [sys.executable, "-m", "edge_slm.power.cli"]
+def test_emulate_end_to_end_on_a_real_pty(tmp_path):
+    """`edge-power emulate` as a process, read through its real pty in real time with garbage and the
+    port unplugged and back: asserts only what load on the machine cannot change (the unplug comes
+    2 s after the emulator is up, the sampler starts as soon as it names its port)."""
     stats = tmp_path / "emulator.json"
     emulator_process = subprocess.Popen(
-        cli + ["emulate", "--protocol", "um25c", "--trace", "steps:0=2.0,1=3.5", "--garbage", "0.1",
-               "--seed", "4", "--disconnect-at", "1.5", "--reconnect-after", "0.5",
-               "--link", str(tmp_path / "tty-um25c"), "--stats-out", str(stats)],
-        env=env, stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "w"), text=True)
+        [sys.executable, "-m", "edge_slm.power.cli", "emulate", "--protocol", "um25c", "--trace",
+         "steps:0=2.0,1=3.5", "--garbage", "0.1", "--seed", "4", "--disconnect-at", "2", "--reconnect-after",
+         "0.5", "--link", str(tmp_path / "tty-um25c"), "--stats-out", str(stats)],
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "w"), text=True)
     try:
         port = ChildLines(emulator_process, emulator_process.stdout).next(timeout=60).strip()
-        recorder = subprocess.run(cli + ["record", "--port", port.removeprefix("port: "), "--duration", "4",
-                                         "-o", str(tmp_path / "s.csv"), "--summary-json", str(tmp_path / "r.json")],
-                                  env=env, capture_output=True, text=True, timeout=120)
+        sampler = Sampler("um25c", port.removeprefix("port: "), csv_path=str(tmp_path / "s.csv")).start()
+        time.sleep(4.5)
+        summary = sampler.stop()
     finally:
         emulator_code = stop_child(emulator_process)
-    assert recorder.returncode == 0, recorder.stderr
     assert emulator_code == 130 and "EMULATED" in (tmp_path / "emulator.log").read_text()
-    sent, recorded = json.loads(stats.read_text()), json.loads((tmp_path / "r.json").read_text())
-    rows = csv_rows(tmp_path / "s.csv")
-    assert sent["frames_sent"] == recorded["samples"] == len(rows) > 0
-    assert sent["garbage_injected"] == recorded["garbage_frames"]
-    assert recorded["disconnects"] == sent["disconnects"] <= 1
-    assert recorded["reconnects"] <= sent["reconnects"] <= 1
-    assert recorded["emulated"] is True and {r["emulated"] for r in rows} == {"true"}
+    sent, rows = json.loads(stats.read_text()), csv_rows(tmp_path / "s.csv")
+    assert sent["frames_sent"] == summary.samples == len(rows) > 0
+    assert sent["garbage_injected"] == summary.garbage_frames
+    assert summary.disconnects == sent["disconnects"] == 1
+    assert summary.reconnects <= sent["reconnects"] <= 1
+    assert summary.emulated and {r["emulated"] for r in rows} == {"true"}
     assert {r["repeat"] for r in rows} <= {"true", "false"} and all(r["energy_wh"] for r in rows)
