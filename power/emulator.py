@@ -375,8 +375,9 @@ class PtyEmulator:
             requests = data.count(bytes([POLL_REQUEST])) if self.engine.polled else 0
             self.stats.requests += requests
             if requests and self._disconnect_due(now):
-                # Unplug on a request: every frame sent so far has been read by the host.
-                self._disconnect()
+                # Unplug on a request, once the host has read every frame sent so far (a host
+                # that timed out may poll again before it read the late answer).
+                self._disconnect_when_drained()
                 return
             if stalled:
                 self.stats.frames_not_sent_stalled += requests

@@ -239,7 +239,15 @@ class RdtechUmMeter(MeterDriver):
             record = self._take_record()
             if record is not None:
                 received_at = self.clock()
-                return [self._sample(record, received_at)]
+                samples = [self._sample(record, received_at)]
+                # Records that came late (after a timeout) queue behind this one: take them now, or
+                # they would stay queued for good and be lost when the port closes.
+                waiting = self.serial.in_waiting
+                if waiting:
+                    self._buffer += self._read(waiting)
+                while (record := self._take_record()) is not None:
+                    samples.append(self._sample(record, received_at))
+                return samples
             if self.clock() >= deadline:
                 self.counters.timeouts += 1
                 return []

@@ -115,6 +115,20 @@ def test_um_driver_recovers_from_dropped_bytes():
     assert driver.counters.timeouts == port.stats.frames_corrupted
 
 
+def test_um_answers_that_come_after_a_timeout_are_all_stored():
+    """A meter (or a loaded host) slower than the driver's deadline: late records queue up behind the
+    next one; each is stored, none left queued to be lost when the port closes."""
+    driver, port, clock = virtual_meter("um25c", "um25c")
+    port.latency_jitter_s = 1.5  # some answers come after the driver's 0.77 s deadline
+    samples = read_for(driver, clock, 60.0)
+    clock.sleep(3.0)  # everything still on its way arrives
+    samples += driver.read_samples()  # one more poll cycle takes its own answer and every queued one
+    assert driver.counters.timeouts > 5
+    assert port.in_waiting == 0  # nothing left queued
+    # Every poll answered is stored but perhaps the last one's, later than the deadline.
+    assert len(samples) == port.stats.frames_sent >= port.stats.requests - 1
+
+
 def test_um_sample_time_is_receipt_minus_record_transfer_time():
     driver, port, clock = virtual_meter("um25c", "um25c")
     sample = driver.read_samples()[0]
@@ -175,6 +189,10 @@ class OneRecordPort:
     def read(self, size: int = 1) -> bytes:
         data, self.pending = self.pending[:size], self.pending[size:]
         return data
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.pending)
 
     def reset_input_buffer(self) -> None:
         pass
