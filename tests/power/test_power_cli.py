@@ -90,10 +90,10 @@ def test_interrupting_record_loses_nothing(um25c, tmp_path, stop_signal):
          "--duration", "60", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 6):
-        time.sleep(0.05)
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 4):
+        time.sleep(0.05)  # about half a second: rows reach the file while recording
     rows_before_interrupt = out.read_text().count("\n") - 1
-    assert rows_before_interrupt >= 5  # rows reach the file while recording
+    assert rows_before_interrupt >= 3
     recorder.send_signal(stop_signal)
     try:
         stdout, stderr = recorder.communicate(timeout=10)
