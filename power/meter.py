@@ -214,6 +214,20 @@ class MeterDriver:
     def _read_samples(self) -> List[Sample]:
         raise NotImplementedError
 
+    def drain_samples(self) -> List[Sample]:
+        """Samples already on their way (answers to polls sent), read without asking for more:
+        the last thing before the port is closed, so that every reading the meter sent is kept."""
+        if self.serial is None:
+            return []
+        try:
+            return self._drain_samples()
+        except (serial.SerialException, OSError):
+            self.close()
+            return []
+
+    def _drain_samples(self) -> List[Sample]:
+        return []  # a meter that pushes its readings has nothing owed
+
     def _read(self, size: int) -> bytes:
         data = self.serial.read(size)
         self.counters.bytes_received += len(data)

@@ -198,6 +198,7 @@ class RdtechUmMeter(MeterDriver):
         self._buffer = bytearray()
         self._next_poll_at = 0.0
         self._last_record: Optional[bytes] = None
+        self._awaiting: List[float] = []  # when the polls whose answer has not come yet were sent
 
     @property
     def expects(self) -> str:  # type: ignore[override]
@@ -212,6 +213,7 @@ class RdtechUmMeter(MeterDriver):
         self._buffer.clear()
         self._next_poll_at = 0.0
         self._last_record = None
+        self._awaiting.clear()
 
     def _silent_hint(self) -> str:
         return ("is the meter on, and is this its port? For Bluetooth: pair it and bind it with "
@@ -232,25 +234,47 @@ class RdtechUmMeter(MeterDriver):
             self.sleep(self._next_poll_at - now)
         request_at = self.clock()
         self._write(bytes([POLL_REQUEST]))
+        # An answer later than two deadlines is not coming (ignored request, damaged record).
+        self._awaiting = [t for t in self._awaiting if t > request_at - 2 * self.answer_timeout_s]
+        self._awaiting.append(request_at)
         self._next_poll_at = request_at + self.poll_interval_s
-        # Twice the record's transfer time plus slack for a Bluetooth link, then poll again.
-        deadline = request_at + 2 * self.frame_time_s + 0.5
+        samples = self._collect(request_at + self.answer_timeout_s)
+        if not samples:
+            self.counters.timeouts += 1
+        return samples
+
+    @property
+    def answer_timeout_s(self) -> float:
+        """Twice the record's transfer time plus slack for a Bluetooth link, then poll again."""
+        return 2 * self.frame_time_s + 0.5
+
+    def _drain_samples(self) -> List[Sample]:
+        return self._collect(self.clock() + self.answer_timeout_s) if self._awaiting else []
+
+    def _collect(self, deadline: float) -> List[Sample]:
+        """Records until every poll sent has had its answer, or until `deadline`.
+
+        An answer that came after an earlier deadline (a slow meter, a loaded host) arrives before
+        the next poll's: both are taken, so none stays queued to be lost when the port closes. At
+        the deadline the answers still missing count as lost (a damaged record, a dropped request).
+        """
+        samples: List[Sample] = []
         while True:
             record = self._take_record()
             if record is not None:
-                received_at = self.clock()
-                samples = [self._sample(record, received_at)]
-                # Records that came late (after a timeout) queue behind this one: take them now, or
-                # they would stay queued for good and be lost when the port closes.
-                waiting = self.serial.in_waiting
-                if waiting:
-                    self._buffer += self._read(waiting)
-                while (record := self._take_record()) is not None:
-                    samples.append(self._sample(record, received_at))
-                return samples
+                samples.append(self._sample(record, self.clock()))
+                del self._awaiting[:1]
+                if not self._awaiting:
+                    # Answers given up on earlier may have come in meanwhile: take them too.
+                    self._buffer += self._read(self.serial.in_waiting)
+                    while (record := self._take_record()) is not None:
+                        samples.append(self._sample(record, self.clock()))
+                    return samples
+                continue
             if self.clock() >= deadline:
-                self.counters.timeouts += 1
-                return []
+                if samples:
+                    self._awaiting.clear()
+                return samples
             wanted = RECORD_LENGTH - len(self._buffer) if self._buffer[:2] == self.um.header else 2
             self._buffer += self._read(max(1, wanted))
 
