@@ -158,9 +158,10 @@ class Sampler:
             self.clock.stop_background(self._step)
         if self._thread is not None:
             self._thread.join(timeout=10.0)
-        late = self.driver.drain_samples()
-        if late:
-            self._store(late)
+        if self._thread is None or not self._thread.is_alive():  # never two readers on one port
+            late = self.driver.drain_samples()
+            if late:
+                self._store(late)
         stopped_at = self.clock()
         self.events.append(SamplerEvent(stopped_at, "stop"))
         self.driver.close()

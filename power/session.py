@@ -7,7 +7,10 @@ The sampler is started and must give a first reading before anything else happen
 port or meter fails fast, before the benchmark), then: idle baseline for `baseline_s`, mark the
 window start, run the workload, mark the window end, let the device settle for `settle_s`, idle
 baseline again for `after_baseline_s`, stop. All marks use the host monotonic clock, the same
-clock that stamps the samples.
+clock that stamps the samples. This is MLPerf Power's practice for one board: power and
+performance from the same timed run, idle measured before and after it, and the result says
+whether the window was long enough for the stated uncertainty (`window_long_enough`,
+`needed_window_s`, and a warning when it was not).
 
 If the meter is lost during the run, the workload still finishes: the result is marked partial,
 a one-line warning says so, and the samples so far stay in the CSV.
