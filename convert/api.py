@@ -22,6 +22,8 @@ from edge_slm.runtime.artifact import build_metadata, graph_sha256, write_artifa
 from edge_slm.runtime.engine import load_model
 
 from .architectures import ArchitectureSpec
+from .explain import EXPLAIN_TEXTS
+from .explain import explain as explain_error
 from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODES, QUANT_MODES, QuantMode,
                     check_graph_io, check_runtime_survives, convert_graph, graph_facts, quantize_integer,
                     soften_attention_mask, trace)
@@ -48,6 +50,7 @@ class ConversionResult:
     validation: Optional[dict]     # None with validate=False
     timings: dict                  # stage -> seconds; shared stages (load, trace, convert) included
     reference_accuracy: Optional[dict] = None  # the registry's model-card figure (fp32)
+    explanation: Optional[dict] = None  # where the error comes from (explain.explain), --explain or a failed mode
 
     @property
     def passed(self) -> bool:
@@ -72,12 +75,13 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
             calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
             min_agreement: Optional[float] = None, config_overrides: Optional[dict] = None,
             registry_files: Iterable = (), random_init_if_offline: bool = False, seed: int = 0,
-            progress: Optional[StageLog] = None) -> list:
+            progress: Optional[StageLog] = None, explain: bool = False) -> list:
     """Convert `source` (registry name, checkpoint directory or hub id) into one artifact per mode.
 
     Returns a ConversionResult per mode, in the order given. Raises EdgeError for bad input and
     ValidationFailed (exit code 3) when a mode's label agreement is below its threshold; the
-    artifact of a failing mode is not written, its report is.
+    artifact of a failing mode is not written, its report is. With `explain`, every quantized mode's
+    result and report say which ops and layers carry its error (a failing mode's always do).
     """
     modes = parse_quant_modes(quant_modes)
     check_seq_len(seq_len)
@@ -96,7 +100,7 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
     log = progress or StageLog(enabled=False)
     job = _Job(src, modes, seq_len, out, random_init, file_texts, compat_target, validate,
                (validation_samples, calibration_samples),
-               min_agreement, config_overrides, random_init_if_offline, seed, log)
+               min_agreement, config_overrides, random_init_if_offline, seed, log, explain)
     return job.run()
 
 
@@ -132,13 +136,14 @@ class _Job:
     """One conversion: the state shared by all of a model's quantization modes."""
 
     def __init__(self, src: ModelSource, modes, seq_len, out: Path, random_init, file_texts, compat,
-                 validate, sample_counts, min_agreement, config_overrides, random_init_if_offline, seed, log):
+                 validate, sample_counts, min_agreement, config_overrides, random_init_if_offline, seed, log,
+                 explain=False):
         self.src, self.modes, self.out, self.compat = src, modes, out, compat
         self.seq_len, self.random_init, self.validate = seq_len, random_init, validate
         self.validation_samples, self.calibration_samples = sample_counts
         self.file_texts, self.min_agreement = file_texts, min_agreement
         self.config_overrides, self.random_init_if_offline, self.seed = config_overrides, random_init_if_offline, seed
-        self.log = log
+        self.log, self.explain = log, explain
         self.name = src.name
 
     # ---- the pipeline ----------------------------------------------------------------------
@@ -173,7 +178,7 @@ class _Job:
             frozen = trace(model, spec, seq_len)
 
         tokenizer = None
-        if self.validate or any(m.integer for m in self.modes):
+        if self.validate or self.explain or any(m.integer for m in self.modes):
             tokenizer = hf_tokenizer(self._vocab_path(vocab), settings)
         reference = None
         if self.validate:
@@ -181,13 +186,14 @@ class _Job:
                 reference = compute_reference(model, tokenizer, texts.texts, seq_len, spec)
 
         fp32_graph = None
-        if any(m.name == "fp32" or m.integer for m in self.modes):
+        if any(m.name == "fp32" or m.integer or self.explain for m in self.modes):
             with self.log.stage(self.name, "convert", "fp32"):
                 fp32_graph = convert_graph(frozen, QUANT_MODES["fp32"], self.compat)
 
         context = dict(spec=spec, config=config, labels=labels, seq_len=seq_len, tokenizer_meta=tokenizer_meta,
                        vocab=vocab, vocab_origin=vocab_origin, weights=weights, texts=texts,
-                       calibration_texts=calibration_texts, reference=reference)
+                       calibration_texts=calibration_texts, reference=reference, frozen=frozen,
+                       fp32_graph=fp32_graph, tokenizer=tokenizer)
         results = []
         for mode in self.modes:
             if mode.name == "fp32":
@@ -248,6 +254,10 @@ class _Job:
             with self.log.stage(self.name, "validate", mode.name):
                 validation = self._validate(mode, provisional, ctx)
         extra["validation"] = validation if validation is not None else {"skipped": True}
+        explanation = None
+        if mode.name != "fp32" and (self.explain or (validation is not None and not validation["passed"])):
+            with self.log.stage(self.name, "explain", mode.name):
+                explanation = self._explain(mode, graph, ctx)
         metadata = build_metadata(**common, extra=extra)
         written = validation is None or validation["passed"]
         with self.log.stage(self.name, "write", path.name if written else f"{report_path.name} (rejected)"):
@@ -262,13 +272,27 @@ class _Job:
                       "file_bytes": path.stat().st_size if written else None,
                       "validation": extra["validation"], "timings_seconds": timings,
                       **{k: extra[k] for k in ("model", "tools", "weights", "compat")},
-                      "calibration": extra.get("calibration")}
+                      "calibration": extra.get("calibration"), "explain": explanation}
             atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
         return ConversionResult(model=self.name, quant=mode.name, artifact_path=str(path) if written else None,
                                 report_path=str(report_path), seq_len=seq_len, graph_bytes=len(graph),
                                 file_bytes=report["file_bytes"], random_weights=weights.random_weights,
                                 validation=validation, timings=timings,
-                                reference_accuracy=extra["model"]["reference"])
+                                reference_accuracy=extra["model"]["reference"], explanation=explanation)
+
+    def _explain(self, mode: QuantMode, graph: bytes, ctx: dict) -> dict:
+        """The ops and layers that carry `graph`'s error against the fp32 graph it was made from, on the
+        first validation texts."""
+        if ctx["fp32_graph"] is None:  # a failed dynamic/fp16 mode without --explain: the fp32 graph is new
+            ctx["fp32_graph"] = convert_graph(ctx["frozen"], QUANT_MODES["fp32"], self.compat)
+        reference = ctx["fp32_graph"]
+        if mode.integer:  # made from the fp32 graph with the mask softened: compare like with like
+            reference = soften_attention_mask(reference, MASK_MAGNITUDE_FOR_INTEGER_MODES)
+        texts = ctx["texts"].texts[:EXPLAIN_TEXTS]
+        encoded = encode(ctx["tokenizer"], texts, ctx["seq_len"])
+        samples = [{name: encoded[name][i:i + 1] for name in ctx["spec"].inputs} for i in range(len(texts))]
+        result = explain_error(reference, graph, samples)
+        return {**result, "texts_source": ctx["texts"].source}
 
     def _validate(self, mode: QuantMode, provisional: Path, ctx: dict) -> dict:
         """Run the provisional artifact through the device runtime against the TF reference."""

@@ -19,6 +19,7 @@ from edge_slm.common.stages import StageLog
 from edge_slm.models.registry import load_registry
 
 from .api import ValidationFailed, convert
+from .explain import render_explanation
 from .graph import COMPAT_TARGETS, QUANT_MODES
 from .texts import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES
 
@@ -50,12 +51,15 @@ def _split_modes(ctx, param, values) -> list:
 @click.option("--min-agreement", type=float,
               help=f"Label agreement with the TF model a mode must reach (defaults: {_THRESHOLDS}; "
                    "with random weights only fp32/fp16 are held to them, unless this is given).")
+@click.option("--explain", is_flag=True,
+              help="Say which ops and layers carry each quantized artifact's error against fp32 (also in its "
+                   "report; a mode that fails validation always gets it).")
 @click.option("--registry", "registry_files", multiple=True, help="Extra registry TOML file(s) (repeatable).")
 @click.option("-o", "--out-dir", default=".", show_default=True, help="Where the artifacts and reports go.")
 @output_options
 @click.option("--list", "list_models", is_flag=True, help="List the registry's models and exit.")
 def command(models, quant_modes, seq_len, calibration, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
-            no_validate, min_agreement, registry_files, out_dir, as_json, quiet, list_models):
+            no_validate, min_agreement, explain, registry_files, out_dir, as_json, quiet, list_models):
     """Convert BERT-family models (registry name, checkpoint directory or hub id owner/name) into
     quantized, validated TFLite artifacts for edge-run.
 
@@ -74,7 +78,7 @@ def command(models, quant_modes, seq_len, calibration, validation_samples, calib
                                calibration=calibration, compat=compat, validate=not no_validate,
                                validation_samples=validation_samples,
                                calibration_samples=calibration_samples, min_agreement=min_agreement, registry_files=registry_files,
-                               random_init_if_offline=random_init_if_offline, progress=log)
+                               random_init_if_offline=random_init_if_offline, progress=log, explain=explain)
         except ValidationFailed as e:  # the other models still get converted
             results += e.results
             failures.append(e)
@@ -82,6 +86,9 @@ def command(models, quant_modes, seq_len, calibration, validation_samples, calib
         click.echo(json.dumps({"results": [r.as_dict() for r in results], "stages": log.timings}, indent=2))
     else:
         click.echo(render_results(results))
+        for result in results:
+            if result.explanation:
+                click.echo(render_explanation(f"{result.model} {result.quant}", result.explanation))
     if failures:
         raise EdgeError("; ".join(f.message for f in failures), failures[0].hint, exit_code=EXIT_VALIDATION_FAILED)
 
