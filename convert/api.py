@@ -24,6 +24,7 @@ from edge_slm.runtime.engine import load_model
 from .architectures import ArchitectureSpec
 from .explain import EXPLAIN_TEXTS
 from .explain import explain as explain_error
+from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_nodes
 from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODES, QUANT_MODES, QuantMode,
                     check_graph_io, check_runtime_survives, convert_graph, graph_facts, quantize_integer,
                     soften_attention_mask, trace)
@@ -75,7 +76,8 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
             calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
             min_agreement: Optional[float] = None, config_overrides: Optional[dict] = None,
             registry_files: Iterable = (), random_init_if_offline: bool = False, seed: int = 0,
-            progress: Optional[StageLog] = None, explain: bool = False) -> list:
+            progress: Optional[StageLog] = None, explain: bool = False,
+            int8_float_layers: Iterable = DEFAULT_FLOAT_LAYERS) -> list:
     """Convert `source` (registry name, checkpoint directory or hub id) into one artifact per mode.
 
     Returns a ConversionResult per mode, in the order given. Raises EdgeError for bad input and
@@ -94,13 +96,17 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
                         f"e.g. --calibration-samples {DEFAULT_CALIBRATION_SAMPLES}")
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise EdgeError(f"--min-agreement must be within [0, 1], got {min_agreement}", "e.g. --min-agreement 0.95")
+    int8_float_layers = tuple(int8_float_layers)
+    unknown = [g for g in int8_float_layers if g not in FLOAT_LAYER_GROUPS]
+    if unknown:
+        raise EdgeError(f"unknown --int8-float-layers group {unknown[0]!r}", f"one of {', '.join(FLOAT_LAYER_GROUPS)}")
     out = prepare_out_dir(out_dir)
     src = resolve_source(source, load_registry(registry_files))
     file_texts = read_text_file(calibration) if calibration else None
     log = progress or StageLog(enabled=False)
     job = _Job(src, modes, seq_len, out, random_init, file_texts, compat_target, validate,
                (validation_samples, calibration_samples),
-               min_agreement, config_overrides, random_init_if_offline, seed, log, explain)
+               min_agreement, config_overrides, random_init_if_offline, seed, log, explain, int8_float_layers)
     return job.run()
 
 
@@ -137,13 +143,13 @@ class _Job:
 
     def __init__(self, src: ModelSource, modes, seq_len, out: Path, random_init, file_texts, compat,
                  validate, sample_counts, min_agreement, config_overrides, random_init_if_offline, seed, log,
-                 explain=False):
+                 explain=False, int8_float_layers=()):
         self.src, self.modes, self.out, self.compat = src, modes, out, compat
         self.seq_len, self.random_init, self.validate = seq_len, random_init, validate
         self.validation_samples, self.calibration_samples = sample_counts
         self.file_texts, self.min_agreement = file_texts, min_agreement
         self.config_overrides, self.random_init_if_offline, self.seed = config_overrides, random_init_if_offline, seed
-        self.log, self.explain = log, explain
+        self.log, self.explain, self.int8_float_layers = log, explain, int8_float_layers
         self.name = src.name
 
     # ---- the pipeline ----------------------------------------------------------------------
@@ -203,8 +209,11 @@ class _Job:
                                          f"({calibration_texts.source})")
                 with self.log.stage(self.name, "quantize", mode.name):
                     representative = self._representative(tokenizer, calibration_texts, seq_len, fp32_graph)
+                    kept = float_nodes(fp32_graph, self.int8_float_layers) if mode.name == "int8" else []
                     graph = quantize_integer(soften_attention_mask(fp32_graph, MASK_MAGNITUDE_FOR_INTEGER_MODES),
-                                             mode, representative)
+                                             mode, representative, kept)
+                context["float_layers"] = {"groups": list(self.int8_float_layers) if kept else [],
+                                           "dense_ops_kept_float": len(kept)}
             else:
                 with self.log.stage(self.name, "quantize", mode.name):
                     graph = convert_graph(frozen, mode, self.compat)
@@ -243,6 +252,7 @@ class _Job:
         }
         if mode.integer:
             extra["calibration"] = ctx["calibration_texts"].describe()
+            extra["float_layers"] = ctx["float_layers"]  # --int8-float-layers: which dense layers stayed float
         common = dict(graph=graph, tokenizer=ctx["tokenizer_meta"], labels=labels, inputs=inputs,
                       outputs=[{"name": facts["outputs"][0]["name"], "role": "logits"}], quantization=mode.name,
                       random_weights=weights.random_weights, source=self.src.description)

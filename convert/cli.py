@@ -20,6 +20,7 @@ from edge_slm.models.registry import load_registry
 
 from .api import ValidationFailed, convert
 from .explain import render_explanation
+from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS
 from .graph import COMPAT_TARGETS, QUANT_MODES
 from .texts import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES
 
@@ -51,6 +52,9 @@ def _split_modes(ctx, param, values) -> list:
 @click.option("--min-agreement", type=float,
               help=f"Label agreement with the TF model a mode must reach (defaults: {_THRESHOLDS}; "
                    "with random weights only fp32/fp16 are held to them, unless this is given).")
+@click.option("--int8-float-layers", default=",".join(DEFAULT_FLOAT_LAYERS) or "none", show_default=True,
+              help=f"int8: dense layers left in float, comma-separated ({', '.join(FLOAT_LAYER_GROUPS)}; "
+                   "'none' for all int8). Recorded in the artifact's metadata.")
 @click.option("--explain", is_flag=True,
               help="Say which ops and layers carry each quantized artifact's error against fp32 (also in its "
                    "report; a mode that fails validation always gets it).")
@@ -59,7 +63,7 @@ def _split_modes(ctx, param, values) -> list:
 @output_options
 @click.option("--list", "list_models", is_flag=True, help="List the registry's models and exit.")
 def command(models, quant_modes, seq_len, calibration, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
-            no_validate, min_agreement, explain, registry_files, out_dir, as_json, quiet, list_models):
+            no_validate, min_agreement, int8_float_layers, explain, registry_files, out_dir, as_json, quiet, list_models):
     """Convert BERT-family models (registry name, checkpoint directory or hub id owner/name) into
     quantized, validated TFLite artifacts for edge-run.
 
@@ -78,7 +82,8 @@ def command(models, quant_modes, seq_len, calibration, validation_samples, calib
                                calibration=calibration, compat=compat, validate=not no_validate,
                                validation_samples=validation_samples,
                                calibration_samples=calibration_samples, min_agreement=min_agreement, registry_files=registry_files,
-                               random_init_if_offline=random_init_if_offline, progress=log, explain=explain)
+                               random_init_if_offline=random_init_if_offline, progress=log, explain=explain,
+                               int8_float_layers=[g for g in int8_float_layers.split(",") if g.strip() not in ("", "none")])
         except ValidationFailed as e:  # the other models still get converted
             results += e.results
             failures.append(e)

@@ -40,7 +40,7 @@ class _Op:
     quantized: bool      # reads or writes an integer tensor with a scale: where quantization noise enters
 
 
-def _graph_ops(graph: bytes) -> tuple:
+def graph_ops(graph: bytes) -> tuple:
     """([_Op] in execution order, tensor names) of the main subgraph."""
     # deferred: TensorFlow's flatbuffer schema (seconds to import); edge-convert has it loaded by now
     from tensorflow.lite.python import schema_py_generated as schema
@@ -69,7 +69,7 @@ class _Activations:
     def __init__(self, graph: bytes):
         from ai_edge_litert.interpreter import Interpreter  # deferred like the rest of the interpreter users
 
-        self.ops, self.names = _graph_ops(graph)
+        self.ops, self.names = graph_ops(graph)
         with warnings.catch_warnings():  # "for debugging purposes only": that is what this is
             warnings.simplefilter("ignore")
             self.interpreter = Interpreter(model_content=graph, experimental_preserve_all_tensors=True)

@@ -126,10 +126,11 @@ def convert_graph(frozen: tuple, mode: QuantMode, compat: Optional[CompatTarget]
                     "rerun with EDGE_SLM_DEBUG=1 for the converter's full log")
 
 
-def quantize_integer(fp32_graph: bytes, mode: QuantMode, representative: Callable) -> bytes:
+def quantize_integer(fp32_graph: bytes, mode: QuantMode, representative: Callable, float_nodes=()) -> bytes:
     """Calibrate the fp32 graph on `representative()` (lists of input arrays in graph order) and
     quantize it to int8 or int16x8 activations; inputs and logits stay int32/float32. Callers soften
-    the attention mask's constant first (see soften_attention_mask)."""
+    the attention mask's constant first (see soften_attention_mask). int8 leaves `float_nodes` (op
+    output tensor names, see precision.float_nodes) in float as well as mode.float_ops."""
     tf = tensorflow()
     from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize  # deferred: TensorFlow loads only when converting
     from tensorflow.lite.python.optimize import calibrator  # deferred: TensorFlow loads only when converting
@@ -141,7 +142,8 @@ def quantize_integer(fp32_graph: bytes, mode: QuantMode, representative: Callabl
                 # What TFLiteConverter does for int8 with experimental_new_quantizer (the default).
                 quantized = mlir_quantize(calibrate.calibrate(representative), False,
                                           input_data_type=tf.float32, output_data_type=tf.float32,
-                                          denylisted_ops=list(mode.float_ops) or None)
+                                          denylisted_ops=list(mode.float_ops) or None,
+                                          denylisted_nodes=list(float_nodes) or None)
             else:
                 # 16x8 goes through the older quantizer in TF too; float fallback for ops without
                 # 16x8 kernels, int64 bias as TF's default for 16x8.
