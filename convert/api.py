@@ -221,7 +221,8 @@ class _Job:
         self._release(model)
         failed = [r for r in results if not r.passed]
         if failed:
-            detail = "; ".join(f"{r.quant}: label agreement {r.validation['label_agreement']:.3f} < "
+            detail = "; ".join(f"{r.quant}: margin-aware label agreement "
+                               f"{r.validation['margin_aware_agreement']:.3f} < "
                                f"{r.validation['min_agreement']:.3f}" for r in failed)
             raise ValidationFailed(f"{self.name}: validation failed ({detail}); those artifacts were not written",
                                    f"see {failed[0].report_path}; --min-agreement or --no-validate to keep them",

@@ -59,13 +59,44 @@ RANDOM_WEIGHTS_NOTE = ("random weights: their logits are near ties, so quantizat
                        "without saying anything about the conversion; agreement is reported, not enforced")
 
 
+# A flip is excused only while the artifact's typical noise is small against the reference's own
+# logit spread: a broken artifact (noise as large as the logits) excuses nothing.
+NOISE_TO_SPREAD_LIMIT = 0.1
+
+
+def margin_aware(reference: np.ndarray, device: np.ndarray) -> dict:
+    """Label agreement that does not count near-ties as failures.
+
+    The artifact's quantization noise is measured on these texts: the median over texts of the
+    largest |logit difference|. A text whose labels differ is excused when the reference's two logits
+    (its label's and the artifact's label's) are closer than twice that noise: each may move by the
+    noise in opposite directions, so that flip says nothing about the artifact. Nothing is excused
+    when the noise exceeds NOISE_TO_SPREAD_LIMIT of the reference logits' median spread (max - min).
+    """
+    ref_labels, device_labels = reference.argmax(axis=1), device.argmax(axis=1)
+    rows = np.arange(len(reference))
+    noise = float(np.median(np.abs(device - reference).max(axis=1)))
+    spread = float(np.median(reference.max(axis=1) - reference.min(axis=1)))
+    margins = reference[rows, ref_labels] - reference[rows, device_labels]
+    flips = ref_labels != device_labels
+    applies = spread > 0 and noise <= NOISE_TO_SPREAD_LIMIT * spread
+    excused = flips & (margins < 2 * noise) if applies else np.zeros_like(flips)
+    return {"margin_aware_agreement": float(np.mean(~flips | excused)), "quantization_noise": noise,
+            "reference_logit_spread": spread, "excused_flips": int(excused.sum()), "flips": int(flips.sum()),
+            "margin_rule": "a flip is excused when the reference logits of the two labels are closer than twice "
+                           "the noise (median over texts of max |logit difference|), unless the noise exceeds "
+                           f"{NOISE_TO_SPREAD_LIMIT:g} of the median reference logit spread"}
+
+
 def compare(ref: Reference, device_model, min_agreement: float, enforced: bool = True) -> dict:
-    """Metrics of the device's logits against the reference, and whether they pass."""
+    """Metrics of the device's logits against the reference, and whether they pass: the gate is the
+    margin-aware agreement (the raw label agreement is reported beside it)."""
     device = device_model.logits(ref.texts).astype(np.float32)
     delta = np.abs(device - ref.logits)
     norms = np.linalg.norm(device, axis=1) * np.linalg.norm(ref.logits, axis=1)
     cosine = np.sum(device * ref.logits, axis=1) / np.maximum(norms, 1e-30)
     agreement = float(np.mean(np.argmax(device, axis=1) == np.argmax(ref.logits, axis=1)))
+    margins = margin_aware(ref.logits, device)
     seq_len = device_model.seq_len
     token_mismatches = sum(device_model.tokenizer.encode_ids(text, seq_len) != ids
                            for text, ids in zip(ref.texts, ref.token_ids))
@@ -75,10 +106,10 @@ def compare(ref: Reference, device_model, min_agreement: float, enforced: bool =
         "mean_abs_logit_diff": float(delta.mean()),
         "mean_cosine": float(cosine.mean()),
         "label_agreement": agreement,
+        **margins,
         "min_agreement": min_agreement,
         "enforced": enforced,
-        "passed": agreement >= min_agreement or not enforced,
+        "passed": margins["margin_aware_agreement"] >= min_agreement or not enforced,
         "token_id_mismatches": int(token_mismatches),
         **({} if enforced else {"note": RANDOM_WEIGHTS_NOTE}),
     }
-
