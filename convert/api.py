@@ -77,18 +77,20 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
             min_agreement: Optional[float] = None, config_overrides: Optional[dict] = None,
             registry_files: Iterable = (), random_init_if_offline: bool = False, seed: int = 0,
             progress: Optional[StageLog] = None, explain: bool = False,
-            int8_float_layers: Iterable = DEFAULT_FLOAT_LAYERS) -> list:
+            int8_float_layers: Iterable = DEFAULT_FLOAT_LAYERS, data: Optional[str] = None) -> list:
     """Convert `source` (registry name, checkpoint directory or hub id) into one artifact per mode.
 
     Returns a ConversionResult per mode, in the order given. Raises EdgeError for bad input and
     ValidationFailed (exit code 3) when a mode's label agreement is below its threshold; the
-    artifact of a failing mode is not written, its report is. With `explain`, every quantized mode's
+    artifact of a failing mode is not written, its report is. Validation runs on `data` (texts the
+    model was not trained on), else `calibration`, else the held-out (else training) file that an
+    edge-train checkpoint's train_report.json records, else texts generated from the vocab. With `explain`, every quantized mode's
     result and report say which ops and layers carry its error (a failing mode's always do).
     """
     modes = parse_quant_modes(quant_modes)
     check_seq_len(seq_len)
     compat_target = _compat(compat)
-    if validation_samples < 0 or (validation_samples == 0 and calibration is None):
+    if validation_samples < 0 or (validation_samples == 0 and calibration is None and data is None):
         raise EdgeError(f"--validation-samples must be positive (0 = all texts of --calibration), "
                         f"got {validation_samples}", f"e.g. --validation-samples {DEFAULT_VALIDATION_SAMPLES}")
     if calibration_samples < 1:
@@ -103,10 +105,12 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
     out = prepare_out_dir(out_dir)
     src = resolve_source(source, load_registry(registry_files))
     file_texts = read_text_file(calibration) if calibration else None
+    data_texts = read_text_file(data, "--data") if data else None
     log = progress or StageLog(enabled=False)
     job = _Job(src, modes, seq_len, out, random_init, file_texts, compat_target, validate,
                (validation_samples, calibration_samples),
-               min_agreement, config_overrides, random_init_if_offline, seed, log, explain, int8_float_layers)
+               min_agreement, config_overrides, random_init_if_offline, seed, log, explain, int8_float_layers,
+               data_texts)
     return job.run()
 
 
@@ -143,13 +147,14 @@ class _Job:
 
     def __init__(self, src: ModelSource, modes, seq_len, out: Path, random_init, file_texts, compat,
                  validate, sample_counts, min_agreement, config_overrides, random_init_if_offline, seed, log,
-                 explain=False, int8_float_layers=()):
+                 explain=False, int8_float_layers=(), data_texts=None):
         self.src, self.modes, self.out, self.compat = src, modes, out, compat
         self.seq_len, self.random_init, self.validate = seq_len, random_init, validate
         self.validation_samples, self.calibration_samples = sample_counts
         self.file_texts, self.min_agreement = file_texts, min_agreement
         self.config_overrides, self.random_init_if_offline, self.seed = config_overrides, random_init_if_offline, seed
         self.log, self.explain, self.int8_float_layers = log, explain, int8_float_layers
+        self.data_texts = data_texts
         self.name = src.name
 
     # ---- the pipeline ----------------------------------------------------------------------
@@ -333,11 +338,29 @@ class _Job:
 
     def _texts(self, vocab: list, seq_len: int) -> tuple:
         """(validation texts, calibration texts): the heads of the file, or of generated texts."""
-        pool = self.file_texts
-        if pool is None:
+        recorded_train, recorded_held_out = self._recorded_texts()
+        calibration = self.file_texts or recorded_train or self.data_texts
+        validation = self.data_texts or self.file_texts or recorded_held_out or recorded_train
+        if calibration is None:
             count = max(self.validation_samples, self.calibration_samples)
-            pool = Texts(generated_texts(vocab, count, seq_len), "generated")
-        return pool.first(self.validation_samples), pool.first(self.calibration_samples)
+            calibration = validation = Texts(generated_texts(vocab, count, seq_len), "generated")
+        return validation.first(self.validation_samples), calibration.first(self.calibration_samples)
+
+    def _recorded_texts(self) -> tuple:
+        """(training texts, held-out texts) of an edge-train checkpoint, from the files its
+        train_report.json names, when they are still there; (None, None) otherwise."""
+        report_path = self.src.directory / "train_report.json" if self.src.directory else None
+        if report_path is None or not report_path.is_file() or (self.file_texts and self.data_texts):
+            return None, None
+        try:
+            recorded = json.loads(report_path.read_text(encoding="utf-8")).get("data") or {}
+        except (OSError, ValueError):
+            return None, None
+        found = []
+        for split in ("train", "dev"):
+            path = (recorded.get(split) or {}).get("path")
+            found.append(read_text_file(path) if path and Path(path).is_file() else None)
+        return tuple(found)
 
     def _vocab_path(self, vocab: list) -> str:
         """A vocab.txt for HF's tokenizer: the checkpoint's own, or one written from the tokens."""

@@ -39,6 +39,8 @@ def _split_modes(ctx, param, values) -> list:
 @click.option("--seq-len", type=int, help="Fixed sequence length of the graph (default: registry, else 128).")
 @click.option("--calibration", help="Texts for int8/int16x8 calibration and for validation: TSV/CSV/JSONL/plain "
                                     "(default: texts generated from the vocab).")
+@click.option("--data", help="Texts to validate on, not trained on (e.g. the dev set): TSV/CSV/JSONL/plain. "
+                             "Default: --calibration, else the held-out file an edge-train checkpoint records.")
 @click.option("--validation-samples", type=int, default=DEFAULT_VALIDATION_SAMPLES, show_default=True,
               help="Texts to validate on (0 = every text of --calibration).")
 @click.option("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES, show_default=True,
@@ -62,7 +64,7 @@ def _split_modes(ctx, param, values) -> list:
 @click.option("-o", "--out-dir", default=".", show_default=True, help="Where the artifacts and reports go.")
 @output_options
 @click.option("--list", "list_models", is_flag=True, help="List the registry's models and exit.")
-def command(models, quant_modes, seq_len, calibration, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
+def command(models, quant_modes, seq_len, calibration, data, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
             no_validate, min_agreement, int8_float_layers, explain, registry_files, out_dir, as_json, quiet, list_models):
     """Convert BERT-family models (registry name, checkpoint directory or hub id owner/name) into
     quantized, validated TFLite artifacts for edge-run.
@@ -82,7 +84,7 @@ def command(models, quant_modes, seq_len, calibration, validation_samples, calib
                                calibration=calibration, compat=compat, validate=not no_validate,
                                validation_samples=validation_samples,
                                calibration_samples=calibration_samples, min_agreement=min_agreement, registry_files=registry_files,
-                               random_init_if_offline=random_init_if_offline, progress=log, explain=explain,
+                               random_init_if_offline=random_init_if_offline, progress=log, explain=explain, data=data,
                                int8_float_layers=[g for g in int8_float_layers.split(",") if g.strip() not in ("", "none")])
         except ValidationFailed as e:  # the other models still get converted
             results += e.results

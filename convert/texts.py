@@ -29,12 +29,12 @@ class Texts:
         return Texts(self.texts[:count] if count else list(self.texts), self.source)
 
 
-def read_text_file(calibration: str) -> Texts:
+def read_text_file(path: str, flag: str = "--calibration") -> Texts:
     try:
-        dataset = read_dataset(calibration, flag="--calibration")
+        dataset = read_dataset(path, flag=flag)
     except EdgeError as e:
-        raise EdgeError(f"--calibration: {e.message}", e.hint) from None
-    return Texts(dataset.texts, str(calibration))
+        raise EdgeError(f"{flag}: {e.message}", e.hint) from None
+    return Texts(dataset.texts, str(path))
 
 
 def generated_texts(vocab: list, count: int, seq_len: int, seed: int = GENERATED_SEED) -> list:

@@ -4,6 +4,7 @@ a flip across a clear margin is, and a broken artifact excuses nothing."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_slm.convert.validate import margin_aware
 
@@ -35,3 +36,32 @@ def test_a_broken_artifact_excuses_nothing():
 def test_agreeing_logits_agree():
     reference = logits([[1.0, 0.0], [0.0, 1.0]])
     assert margin_aware(reference, reference.copy())["margin_aware_agreement"] == 1.0
+
+
+def test_an_edge_train_checkpoint_is_validated_on_its_recorded_held_out_texts(tmp_path, minilm_dir):
+    """Without --calibration or --data, the files train_report.json names: dev to validate, train to
+    calibrate; --data takes over validation."""
+    import json
+
+    pytest.importorskip("tensorflow")
+    from edge_slm.convert.api import convert
+    from edge_slm.runtime.artifact import read_artifact
+    from tests.conftest import TINY_SEQ_LEN, write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny-bert", minilm_dir)
+    files = {}
+    for split, words in (("train", "fine good"), ("dev", "poor bad"), ("other", "plain text")):
+        files[split] = tmp_path / f"{split}.tsv"
+        files[split].write_text("sentence\tlabel\n" + "".join(f"{words} {i}\t{i % 2}\n" for i in range(12)))
+    (checkpoint / "train_report.json").write_text(json.dumps(
+        {"data": {"train": {"path": str(files["train"])}, "dev": {"path": str(files["dev"])}}}))
+    results = convert(str(checkpoint), ["fp32", "int8"], TINY_SEQ_LEN, tmp_path / "a", random_init=True,
+                      calibration_samples=5)
+    for result in results:
+        meta = read_artifact(result.artifact_path).metadata
+        assert meta["validation"]["texts_source"] == str(files["dev"]) and meta["validation"]["texts"] == 12
+    assert read_artifact(results[1].artifact_path).metadata["calibration"] == {"source": str(files["train"]),
+                                                                              "count": 5}
+    [result] = convert(str(checkpoint), ["fp32"], TINY_SEQ_LEN, tmp_path / "b", random_init=True,
+                       data=str(files["other"]))
+    assert read_artifact(result.artifact_path).metadata["validation"]["texts_source"] == str(files["other"])
