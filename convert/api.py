@@ -24,7 +24,7 @@ from edge_slm.runtime.engine import load_model
 from .architectures import ArchitectureSpec
 from .explain import EXPLAIN_TEXTS
 from .explain import explain as explain_error
-from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_nodes
+from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_embedding_table, float_nodes
 from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODES, QUANT_MODES, QuantMode,
                     check_graph_io, check_runtime_survives, convert_graph, graph_facts, quantize_integer,
                     soften_attention_mask, trace)
@@ -77,7 +77,8 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
             min_agreement: Optional[float] = None, config_overrides: Optional[dict] = None,
             registry_files: Iterable = (), random_init_if_offline: bool = False, seed: int = 0,
             progress: Optional[StageLog] = None, explain: bool = False,
-            int8_float_layers: Iterable = DEFAULT_FLOAT_LAYERS, data: Optional[str] = None) -> list:
+            int8_float_layers: Iterable = DEFAULT_FLOAT_LAYERS, data: Optional[str] = None,
+            float_embeddings: bool = False) -> list:
     """Convert `source` (registry name, checkpoint directory or hub id) into one artifact per mode.
 
     Returns a ConversionResult per mode, in the order given. Raises EdgeError for bad input and
@@ -110,7 +111,7 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
     job = _Job(src, modes, seq_len, out, random_init, file_texts, compat_target, validate,
                (validation_samples, calibration_samples),
                min_agreement, config_overrides, random_init_if_offline, seed, log, explain, int8_float_layers,
-               data_texts)
+               data_texts, float_embeddings)
     return job.run()
 
 
@@ -147,14 +148,14 @@ class _Job:
 
     def __init__(self, src: ModelSource, modes, seq_len, out: Path, random_init, file_texts, compat,
                  validate, sample_counts, min_agreement, config_overrides, random_init_if_offline, seed, log,
-                 explain=False, int8_float_layers=(), data_texts=None):
+                 explain=False, int8_float_layers=(), data_texts=None, float_embeddings=False):
         self.src, self.modes, self.out, self.compat = src, modes, out, compat
         self.seq_len, self.random_init, self.validate = seq_len, random_init, validate
         self.validation_samples, self.calibration_samples = sample_counts
         self.file_texts, self.min_agreement = file_texts, min_agreement
         self.config_overrides, self.random_init_if_offline, self.seed = config_overrides, random_init_if_offline, seed
         self.log, self.explain, self.int8_float_layers = log, explain, int8_float_layers
-        self.data_texts = data_texts
+        self.data_texts, self.float_embeddings = data_texts, float_embeddings
         self.name = src.name
 
     # ---- the pipeline ----------------------------------------------------------------------
@@ -197,7 +198,7 @@ class _Job:
                 reference = compute_reference(model, tokenizer, texts.texts, seq_len, spec)
 
         fp32_graph = None
-        if any(m.name == "fp32" or m.integer or self.explain for m in self.modes):
+        if any(m.name == "fp32" or m.integer or self.explain or self.float_embeddings for m in self.modes):
             with self.log.stage(self.name, "convert", "fp32"):
                 fp32_graph = convert_graph(frozen, QUANT_MODES["fp32"], self.compat)
 
@@ -222,6 +223,8 @@ class _Job:
             else:
                 with self.log.stage(self.name, "quantize", mode.name):
                     graph = convert_graph(frozen, mode, self.compat)
+                    if mode.name == "dynamic" and self.float_embeddings:
+                        graph = float_embedding_table(graph, fp32_graph)
             results.append(self._finish(mode, graph, graph_facts(graph), context))
         self._release(model)
         failed = [r for r in results if not r.passed]
@@ -254,6 +257,7 @@ class _Job:
             "compat": self.compat.name if self.compat else None,
             "graph_ops": {k: facts[k] for k in ("op_count", "float_op_count", "float_op_types", "op_versions")},
             "quantization_detail": mode.description,
+            "float_embeddings": self.float_embeddings and mode.name == "dynamic",  # --float-embeddings
             "vocab_source": ctx["vocab_origin"],
         }
         if mode.integer:

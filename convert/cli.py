@@ -57,6 +57,9 @@ def _split_modes(ctx, param, values) -> list:
 @click.option("--int8-float-layers", default=",".join(DEFAULT_FLOAT_LAYERS) or "none", show_default=True,
               help=f"int8: dense layers left in float, comma-separated ({', '.join(FLOAT_LAYER_GROUPS)}; "
                    "'none' for all int8). Recorded in the artifact's metadata.")
+@click.option("--float-embeddings", is_flag=True,
+              help="dynamic: keep the word-embedding table in float32 (more accurate, a larger file). "
+                   "Recorded in the artifact's metadata.")
 @click.option("--explain", is_flag=True,
               help="Say which ops and layers carry each quantized artifact's error against fp32 (also in its "
                    "report; a mode that fails validation always gets it).")
@@ -65,7 +68,7 @@ def _split_modes(ctx, param, values) -> list:
 @output_options
 @click.option("--list", "list_models", is_flag=True, help="List the registry's models and exit.")
 def command(models, quant_modes, seq_len, calibration, data, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
-            no_validate, min_agreement, int8_float_layers, explain, registry_files, out_dir, as_json, quiet, list_models):
+            no_validate, min_agreement, int8_float_layers, float_embeddings, explain, registry_files, out_dir, as_json, quiet, list_models):
     """Convert BERT-family models (registry name, checkpoint directory or hub id owner/name) into
     quantized, validated TFLite artifacts for edge-run.
 
@@ -84,7 +87,7 @@ def command(models, quant_modes, seq_len, calibration, data, validation_samples,
                                calibration=calibration, compat=compat, validate=not no_validate,
                                validation_samples=validation_samples,
                                calibration_samples=calibration_samples, min_agreement=min_agreement, registry_files=registry_files,
-                               random_init_if_offline=random_init_if_offline, progress=log, explain=explain, data=data,
+                               random_init_if_offline=random_init_if_offline, progress=log, explain=explain, data=data, float_embeddings=float_embeddings,
                                int8_float_layers=[g for g in int8_float_layers.split(",") if g.strip() not in ("", "none")])
         except ValidationFailed as e:  # the other models still get converted
             results += e.results

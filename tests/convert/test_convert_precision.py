@@ -34,3 +34,25 @@ def test_an_unknown_group_is_a_one_line_error(tmp_path):
 
     with pytest.raises(EdgeError, match="unknown --int8-float-layers group 'attention'"):
         convert("tinybert", ["int8"], out_dir=tmp_path, int8_float_layers=["attention"])
+
+
+def test_float_embeddings_keep_the_word_table_float(tmp_path, minilm_dir):
+    import numpy as np
+
+    from edge_slm.runtime.engine import load_model
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny-bert", minilm_dir)
+    results = {}
+    for name, flag in (("plain", False), ("float", True)):
+        results[name] = {r.quant: r for r in convert(str(checkpoint), ["fp32", "dynamic"], TINY_SEQ_LEN,
+                                                     tmp_path / name, random_init=True, validate=False,
+                                                     float_embeddings=flag)}
+    plain, float_ = read_artifact(results["plain"]["dynamic"].artifact_path), \
+        read_artifact(results["float"]["dynamic"].artifact_path)
+    assert plain.metadata["float_embeddings"] is False and float_.metadata["float_embeddings"] is True
+    grown = len(float_.read_graph()) - len(plain.read_graph())
+    assert abs(grown - 30522 * 32 * 3) < 0.05 * 30522 * 32 * 3   # int8 -> float32 word table (hidden 32)
+    assert graph_facts(float_.read_graph())["op_count"] == graph_facts(plain.read_graph())["op_count"] - 1
+    texts = ["a charming and often affecting journey .", "unflinchingly bleak and desperate", "x " * 10]
+    logits = load_model(results["float"]["dynamic"].artifact_path).logits(texts)
+    assert logits.shape == (3, 2) and np.all(np.isfinite(logits))
