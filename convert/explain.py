@@ -44,7 +44,7 @@ def graph_ops(graph: bytes) -> tuple:
     """([_Op] in execution order, tensor names) of the main subgraph."""
     # deferred: TensorFlow's flatbuffer schema (seconds to import); edge-convert has it loaded by now
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
+    from tensorflow.lite.tools import flatbuffer_utils  # deferred with the schema above
 
     model = flatbuffer_utils.convert_bytearray_to_object(graph)
     code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}

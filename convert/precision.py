@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+from .explain import graph_ops
+
 # Tensor-name patterns of each architecture's feed-forward output dense layer (TF's scopes in
 # transformers' TF classes): BERT/ELECTRA/TinyBERT/MiniLM and MobileBERT, DistilBERT.
 FLOAT_LAYER_GROUPS = {
@@ -35,8 +37,6 @@ DEFAULT_FLOAT_LAYERS = ()
 def float_nodes(fp32_graph: bytes, groups) -> list:
     """Output tensor names of the FULLY_CONNECTED ops of `groups` in the fp32 graph: the nodes the
     int8 quantizer is told to leave in float."""
-    from .explain import graph_ops
-
     patterns = [FLOAT_LAYER_GROUPS[g] for g in groups]
     ops, names = graph_ops(fp32_graph)
     return [names[op.outputs[0]] for op in ops
@@ -57,9 +57,7 @@ def float_embedding_table(dynamic_graph: bytes, fp32_graph: bytes) -> bytes:
     """
     # deferred: TensorFlow's flatbuffer schema (seconds to import); edge-convert has it loaded by now
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    from .explain import graph_ops
+    from tensorflow.lite.tools import flatbuffer_utils  # deferred with the schema above
 
     def word_gather(graph):
         ops, names = graph_ops(graph)
