@@ -24,10 +24,10 @@ from edge_slm.runtime.engine import load_model
 from .architectures import ArchitectureSpec
 from .explain import EXPLAIN_TEXTS
 from .explain import explain as explain_error
-from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_embedding_table, float_nodes
 from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODES, QUANT_MODES, QuantMode,
                     check_graph_io, check_runtime_survives, convert_graph, graph_facts, quantize_integer,
                     soften_attention_mask, trace)
+from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_embedding_table, float_nodes
 from .source import (ModelSource, locate_weights, packaged_bert_vocab, read_vocab, resolve_source,
                      tokenizer_metadata, tokenizer_settings)
 from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, generated_texts,
@@ -85,8 +85,9 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
     ValidationFailed (exit code 3) when a mode's label agreement is below its threshold; the
     artifact of a failing mode is not written, its report is. Validation runs on `data` (texts the
     model was not trained on), else `calibration`, else the held-out (else training) file that an
-    edge-train checkpoint's train_report.json records, else texts generated from the vocab. With `explain`, every quantized mode's
-    result and report say which ops and layers carry its error (a failing mode's always do).
+    edge-train checkpoint's train_report.json records, else texts generated from the vocab. With
+    `explain`, every quantized mode's result and report say which ops and layers carry its error
+    (a failing mode's always do).
     """
     modes = parse_quant_modes(quant_modes)
     check_seq_len(seq_len)
