@@ -83,7 +83,8 @@ class StudySettings:
         return {"runs": self.runs, "min_seconds": self.min_seconds, "warmup": self.warmup, "data": self.data,
                 "meter": self.meter, "baseline_seconds": self.baseline_seconds if self.meter else None}
 
-    def check(self) -> None:
+    def check(self, port_here: bool = True) -> None:
+        """port_here=False: the meter is plugged into a device, whose ports cannot be checked from here."""
         check_loop_settings(self.runs, self.min_seconds, self.warmup)
         check_meter_settings(self.meter, self.port, self.baseline_seconds)
         if self.timeout_s <= 0:
@@ -91,7 +92,7 @@ class StudySettings:
         if self.meter:
             if self.meter not in METER_NAMES:
                 raise EdgeError(f"unknown meter {self.meter!r}", f"one of {', '.join(METER_NAMES)}")
-            if "://" not in self.port and not os.path.exists(self.port):
+            if port_here and "://" not in self.port and not os.path.exists(self.port):
                 raise EdgeError(f"meter port {self.port} does not exist",
                                 "check the device path (edge-power list shows serial ports and emulators)")
         if self.data:
@@ -110,19 +111,22 @@ class PlannedRun:
     source: Optional[str] = None   # baseline: source-model identity, shared by its artifacts
     takes_text: bool = True        # False for a plain .tflite: no tokenizer, random inputs
     graph_sha256: Optional[str] = None  # from the metadata: a re-converted file is a new run on --resume
+    device: Optional[str] = None   # edge-bench --device: the board it runs on (None: this host)
 
     @property
     def key(self) -> str:
+        where = f"device={self.device}|" if self.device else ""
         if self.kind == BASELINE:
-            return f"{BASELINE}|{self.source}|{self.mode}|threads={self.threads}"
+            return f"{where}{BASELINE}|{self.source}|{self.mode}|threads={self.threads}"
         graph = f"|graph={self.graph_sha256[:16]}" if self.graph_sha256 else ""
-        return f"{ARTIFACT}|{self.artifact}{graph}|{self.backend}|threads={self.threads}"
+        return f"{where}{ARTIFACT}|{self.artifact}{graph}|{self.backend}|threads={self.threads}"
 
     def describe(self) -> str:
         name = Path(self.artifact).name
+        where = f" on {self.device}" if self.device else ""
         if self.kind == BASELINE:
-            return f"TF fp32 {self.mode} baseline of {name}, {self.threads} thread(s)"
-        return f"{name}, {self.threads} thread(s), backend {self.backend}"
+            return f"TF fp32 {self.mode} baseline of {name}, {self.threads} thread(s){where}"
+        return f"{name}, {self.threads} thread(s), backend {self.backend}{where}"
 
 
 def source_identity(metadata: dict) -> str:
