@@ -186,7 +186,8 @@ class Device:
         if self.options.offline:
             local_dir = download_wheels(self.facts, self.options.extra, self.name)
             for path in sorted(local_dir.glob("*.whl")):
-                self._push_file(path, f"{wheels_dir}/{path.name}")
+                if path.name != local_wheel.name:  # pip download copies it there too
+                    self._push_file(path, f"{wheels_dir}/{path.name}")
             pip += ["--no-index", "--find-links", wheels_dir]
         self._shell(["rm", "-rf", f"{self.home}/venv", f"{self.home}/installed.json"])
         venv = self._shell([self.transport.python, "-m", "venv", f"{self.home}/venv"], PROVISION_TIMEOUT_S, guard=True)
@@ -215,9 +216,10 @@ class Device:
         missing = re.search(r"No matching distribution found for ([A-Za-z0-9_.\-]+)", err)
         if missing:
             package = missing.group(1)
-            raise self._error(f"no {package} wheel for {machine} / Python {python}",
-                              works_instead(package, machine, tuple(self.facts["python_version"]),
-                                            self.options.extra))
+            hint = works_instead(package, machine, tuple(self.facts["python_version"]), self.options.extra)
+            if not self.options.offline:
+                hint += "; if the board has no package index, pass --offline-device"
+            raise self._error(f"no {package} wheel for {machine} / Python {python}", hint)
         if re.search(r"(Network is unreachable|Temporary failure in name resolution|Max retries exceeded|"
                      r"Could not fetch URL|NewConnectionError)", err):
             raise self._error("it cannot reach its package index",

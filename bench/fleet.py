@@ -104,7 +104,7 @@ def run_on_devices(specs: list, plan_for: Callable[[DeviceSpec, Device], list], 
                 return
             transports[spec.destination] = transport
             device = Device(transport, options.device)
-            done = 0
+            done, runs_started = 0, None
             try:
                 on_progress(f"{device.name}: connecting and probing ...")
                 transport.connect()
@@ -121,7 +121,7 @@ def run_on_devices(specs: list, plan_for: Callable[[DeviceSpec, Device], list], 
                 for path in dict.fromkeys(run.artifact for run in todo):
                     remote_paths[path] = device.push_artifact(path)
                 data = device.push_data(settings.data) if settings.data else None
-                start = time.monotonic()
+                runs_started = time.monotonic()
                 for run in todo:
                     if stop.is_set():
                         return
@@ -134,7 +134,6 @@ def run_on_devices(specs: list, plan_for: Callable[[DeviceSpec, Device], list], 
                     report.rows.append(row)
                     done += 1
                     on_progress(f"{device.name}: [{done}/{len(todo)}] {describe_row(row)}")
-                device.phases.runs_s = time.monotonic() - start
             except Exception as e:  # noqa: BLE001 - one device's failure must not end the others' study
                 if stop.is_set():
                     return
@@ -147,6 +146,8 @@ def run_on_devices(specs: list, plan_for: Callable[[DeviceSpec, Device], list], 
                         append_row(results_path, row)
                         report.rows.append(row)
             finally:
+                if runs_started is not None:
+                    device.phases.runs_s = time.monotonic() - runs_started
                 report.phases = dataclasses.asdict(device.phases)
                 transport.close()
 

@@ -227,6 +227,17 @@ def test_disk_full_while_pushing(boards, tiny_dynamic, tiny_fp32, tmp_path):
     assert {r["status"] for r in rows} == {"failed"}  # retried by --resume once there is room
 
 
+def test_a_board_without_a_package_index_is_provisioned_from_here(boards, tiny_dynamic, tmp_path):
+    args = [tiny_dynamic, "--device", "board-offline", "--ssh-config", boards.ssh_config, *FAST, "-q"]
+    code, _, err = edge_bench(*args, "-o", tmp_path / "online")
+    line = error_line(err, "edge-bench")
+    assert code == 2 and "device board-offline: no " in line and "--offline-device" in line
+    code, _, err = edge_bench(*args, "--offline-device", "-o", tmp_path / "offline")
+    assert code == 0, err
+    (row,) = read_rows(tmp_path / "offline" / "results.jsonl")
+    assert row["status"] == "ok" and row["device"] == "board-offline"
+
+
 def test_no_wheel_for_the_boards_platform_names_what_works(tmp_path):
     armv7 = {"machine": "armv7l", "glibc": "2.36", "python_version": [3, 11], "python": "3.11.2"}
     assert "64-bit OS" in works_instead("ai-edge-litert", "armv7l", (3, 11), "device")
