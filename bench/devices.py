@@ -239,7 +239,8 @@ class Device:
         start = time.monotonic()
         remote = f"{self.root}/{folder}/{digest}/{local.name}"
         size = local.stat().st_size
-        check = self._shell(["sh", "-c", 'test "$(wc -c < "$1" 2>/dev/null)" = "$2"', "sh", remote, str(size)])
+        same_size = 'test "$(wc -c < "$1" 2>/dev/null)" -eq "$2" 2>/dev/null'
+        check = self._shell(["sh", "-c", same_size, "sh", remote, str(size)])
         if check.returncode == 0:
             self.phases.already_there.append(local.name)
             self.phases.push_s += time.monotonic() - start

@@ -318,13 +318,14 @@ def _baseline_section(summaries: list) -> list:
     return lines
 
 
+def _constraints_line(given: list) -> str:
+    return "Constraints: " + ("; ".join(given) if given else "none given (`--max-latency-ms`, `--max-memory-mb`, "
+                                                             "`--max-energy-mj`, `--min-accuracy`)") + "."
+
+
 def _recommendation_section(rec: dict) -> list:
-    lines = ["## Recommendation", ""]
     given = rec["constraints"]
-    lines.append("Constraints: " + ("; ".join(given) if given else
-                                    "none given (`--max-latency-ms`, `--max-memory-mb`, `--max-energy-mj`, "
-                                    "`--min-accuracy`)") + ".")
-    lines.append("")
+    lines = ["## Recommendation", "", _constraints_line(given), ""]
     if rec["status"] == "ok":
         best = rec["best"]
         lines.append(f"**Recommended: {_cell(best['label'])}** (`{best['artifact']}`, {best['threads']} "
@@ -411,8 +412,7 @@ def _per_device_sections(summaries: list, devices: list) -> list:
 
 def _cross_device_section(summaries: list, per_device: dict, constraints: list) -> list:
     devices = list(per_device)
-    lines = ["## Across devices", "",
-             "Constraints: " + ("; ".join(constraints) if constraints else "none given") + ".", "",
+    lines = ["## Across devices", "", _constraints_line(constraints), "",
              "| device | recommended artifact | why |", "|---|---|---|"]
     for device, rec in per_device.items():
         if rec["status"] == "ok":

@@ -17,7 +17,9 @@ results.jsonl, one JSON object per line (schema "edge-slm.study-run", version 1)
   schema, schema_version, key (what --resume matches), kind ("artifact" | "tf-baseline"),
   artifact (absolute path), threads, backend (edge-run's --backend; "tensorflow" for baselines),
   mode (baselines: "tf.function" | "eager"), source (the source model a baseline stands for),
-  settings (runs, min_seconds, warmup, data, meter, baseline_seconds), host (the study's host facts),
+  device (edge-bench --device: the board it ran on; null: this host),
+  settings (runs, min_seconds, warmup, data, meter, baseline_seconds), host (the facts of the machine
+  it ran on; a board's include glibc and free disk from its probe),
   started, finished, wall_s, status ("ok" | "failed"), exit_code, error (one line, or null),
   warnings (the run's warning lines), other_cpu_share (the share of the machine's CPU other
   processes used during the run, 0..1, or null), result (the run's document: "edge-slm.run" without its

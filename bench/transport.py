@@ -285,9 +285,12 @@ class SshTransport(Transport):
         return result
 
     def put(self, local, remote):
-        """Copy a file atomically (to REMOTE.part, then renamed), creating the folder."""
-        script = 'mkdir -p "$(dirname "$1")" && cat > "$1.part" && mv -f "$1.part" "$1"'
-        result = self.run(["sh", "-c", script, "sh", str(remote)], stdin_path=str(local))
+        """Copy a file atomically (to REMOTE.part, renamed once complete), creating the folder."""
+        # A closed connection ends cat's input early like a normal end of file: check the size.
+        script = ('mkdir -p "$(dirname "$1")" && cat > "$1.part" && test "$(wc -c < "$1.part")" -eq "$2" '
+                  '&& mv -f "$1.part" "$1"')
+        size = os.path.getsize(local)
+        result = self.run(["sh", "-c", script, "sh", str(remote), str(size)], stdin_path=str(local))
         if result.returncode != 0:
             self.run(["rm", "-f", f"{remote}.part"])
             raise remote_write_error(self.destination, remote, result)
