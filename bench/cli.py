@@ -25,8 +25,8 @@ from edge_slm.runtime.backends import BACKEND_CHOICES
 
 from .devices import DEFAULT_DEVICE_DIR, DEVICE_EXTRAS, DeviceOptions
 from .fleet import DeviceSpec, FleetOptions
-from .plan import (DEFAULT_TIMEOUT_S, METER_MIN_SECONDS, StudySettings, default_threads, parse_backends,
-                   parse_threads)
+from .plan import (DEFAULT_TIMEOUT_S, METER_MIN_SECONDS, METER_SIDES, StudySettings, default_threads,
+                   parse_backends, parse_threads)
 from .report import speedups, write_report
 from .study import run_study
 from .summary import BUSY_SHARE, LATENCY_STATS, Constraints, parse_accuracy
@@ -74,6 +74,9 @@ def device_options(command):
                      help="The devices have no package index: download their wheels here and push them."),
         click.option("--device-port", "device_ports", multiple=True, metavar="DEVICE=PORT",
                      help="The meter's port on one device, where it differs from --port."),
+        click.option("--meter-on", type=click.Choice(METER_SIDES), default=METER_SIDES[0], show_default=True,
+                     help="Where the meter is read: on the device, or here while the device runs (the board's "
+                          "loop window mapped to this clock by timestamps exchanged over SSH)."),
     )):
         command = decorator(command)
     return command
@@ -120,7 +123,7 @@ def device_specs(names, ports) -> list:
 def study_command(artifacts, out_dir, data, threads_text, backend_text, runs, min_seconds, warmup, meter, port,
                   baseline_seconds, baseline, baseline_eager, resume, retry_busy, timeout, no_report,
                   device_names, ssh_config, accept_new_host_key, device_extra, device_dir, device_python,
-                  offline_device, device_ports, quiet,
+                  offline_device, device_ports, meter_on, quiet,
                   max_latency_ms, latency_stat, max_memory_mb, max_energy_mj, min_accuracy, as_json):
     """Compare edge-slm artifacts on this device: every ARTIFACT x thread count x backend in a fresh
     process (accuracy, latency, init, peak memory, size, energy), optionally against TF fp32, then
@@ -130,7 +133,7 @@ def study_command(artifacts, out_dir, data, threads_text, backend_text, runs, mi
     backends = parse_backends(backend_text)
     modes = (["tf.function"] if baseline else []) + (["eager"] if baseline_eager else [])
     settings = StudySettings(runs=runs, min_seconds=min_seconds, warmup=warmup, data=data, meter=meter, port=port,
-                             baseline_seconds=baseline_seconds, timeout_s=timeout)
+                             baseline_seconds=baseline_seconds, timeout_s=timeout, meter_on=meter_on)
     devices = device_specs(device_names, device_ports)
     fleet = FleetOptions(ssh_config=ssh_config, accept_new_host_key=accept_new_host_key,
                          device=DeviceOptions(device_dir=device_dir, extra=device_extra, python=device_python,

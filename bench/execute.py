@@ -16,6 +16,7 @@ from edge_slm.runtime import cli as edge_run
 
 from . import baseline
 from .plan import BASELINE, PlannedRun, StudySettings
+from .remote_meter import metered_run
 from .store import ROW_SCHEMA, ROW_SCHEMA_VERSION
 from .transport import LocalTransport, Transport
 
@@ -37,7 +38,7 @@ def _command(run: PlannedRun, settings: StudySettings, python: str, artifact: st
         args += ["--min-seconds", str(settings.min_seconds)]
     if data and run.takes_text:
         args += ["--input", data]
-    if settings.meter:
+    if settings.meter and settings.meter_on == "device":
         args += ["--meter", settings.meter, "--port", port, "--baseline-seconds", str(settings.baseline_seconds)]
     return args
 
@@ -54,7 +55,14 @@ def execute(run: PlannedRun, settings: StudySettings, transport: Optional[Transp
     started, clock = utc_now(), time.monotonic()
     machine_before, children_before = _machine_cpu_seconds(), _children_cpu_seconds()
     argv = _command(run, settings, python, artifact or run.artifact, data or settings.data, port or settings.port)
-    completed = transport.run(argv, settings.timeout_s, guard=True)
+    def launch():
+        return transport.run(argv, settings.timeout_s, guard=True)
+
+    if settings.meter and settings.meter_on == "workstation":
+        completed = metered_run(launch, transport, meter=settings.meter, port=settings.port,
+                                baseline_s=settings.baseline_seconds)
+    else:
+        completed = launch()
     # Other processes' CPU share is known only here (a device's /proc is not sampled).
     other_cpu = _other_cpu_share(machine_before, _machine_cpu_seconds(),
                                  _children_cpu_seconds() - children_before) if here else None

@@ -55,6 +55,9 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+METER_SIDES = ("device", "workstation")  # where the meter is read: where the run is, or here
+
+
 @dataclass(frozen=True)
 class StudySettings:
     """How every run of a study measures; runs of one results.jsonl must share these."""
@@ -67,6 +70,7 @@ class StudySettings:
     port: Optional[str] = None
     baseline_seconds: float = DEFAULT_IDLE_SECONDS  # the meter's idle baseline before and after each run
     timeout_s: float = DEFAULT_TIMEOUT_S  # per run; a hung run is killed and reported
+    meter_on: str = "device"              # edge-bench --device: the meter is read on the board, or here
 
     def effective(self) -> "StudySettings":
         runs, min_seconds = self.runs, self.min_seconds
@@ -76,12 +80,15 @@ class StudySettings:
             runs = DEFAULT_RUNS
         data = str(Path(self.data).resolve()) if self.data else None
         return StudySettings(runs, min_seconds, self.warmup, data, self.meter, self.port,
-                             self.baseline_seconds, self.timeout_s)
+                             self.baseline_seconds, self.timeout_s, self.meter_on)
 
     def measurement(self) -> dict:
         """What makes runs comparable (the port may change between sessions: a pty is renamed)."""
-        return {"runs": self.runs, "min_seconds": self.min_seconds, "warmup": self.warmup, "data": self.data,
-                "meter": self.meter, "baseline_seconds": self.baseline_seconds if self.meter else None}
+        measured = {"runs": self.runs, "min_seconds": self.min_seconds, "warmup": self.warmup, "data": self.data,
+                    "meter": self.meter, "baseline_seconds": self.baseline_seconds if self.meter else None}
+        if self.meter and self.meter_on != "device":
+            measured["meter_on"] = self.meter_on
+        return measured
 
     def check(self, port_here: bool = True) -> None:
         """port_here=False: the meter is plugged into a device, whose ports cannot be checked from here."""
@@ -89,6 +96,8 @@ class StudySettings:
         check_meter_settings(self.meter, self.port, self.baseline_seconds)
         if self.timeout_s <= 0:
             raise EdgeError(f"--timeout must be positive, got {self.timeout_s}", "e.g. --timeout 1800")
+        if self.meter_on not in METER_SIDES:
+            raise EdgeError(f"unknown --meter-on {self.meter_on!r}", f"one of {', '.join(METER_SIDES)}")
         if self.meter:
             if self.meter not in METER_NAMES:
                 raise EdgeError(f"unknown meter {self.meter!r}", f"one of {', '.join(METER_NAMES)}")

@@ -81,6 +81,9 @@ def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = Non
                                resume=resume, retry_busy=retry_busy, write_report=write_report,
                                constraints=constraints, on_progress=on_progress)
     settings.check()
+    if settings.meter_on != "device":
+        raise EdgeError("--meter-on workstation is for boards: here, the meter is read where the run is",
+                        "add --device HOST, or drop --meter-on")
     settings = settings.effective()
     baseline_modes = list(baseline_modes)
     if baseline_modes and importlib.util.find_spec("tensorflow") is None:
@@ -117,7 +120,7 @@ def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = Non
 def _run_on_devices(artifacts, out_dir, devices: list, fleet: FleetOptions, *, threads, backends: list,
                     baseline_modes: list, settings: StudySettings, resume: bool, retry_busy: bool,
                     write_report: bool, constraints, on_progress) -> StudyOutcome:
-    settings.check(port_here=False)
+    settings.check(port_here=settings.meter_on == "workstation")
     settings = settings.effective()
     artifacts = check_artifacts(artifacts)
     names = [spec.destination for spec in devices]

@@ -27,9 +27,10 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from edge_slm.common.errors import EdgeError
 
@@ -119,6 +120,10 @@ class Transport:
             if keep_open is not None:
                 os.close(keep_open)
 
+    def clock_offset(self, rounds: int = 9) -> Tuple[float, float]:
+        """(offset, uncertainty) in seconds: this machine's time.monotonic() = its own - offset."""
+        raise NotImplementedError
+
     def abort(self) -> None:
         """Kill every command still running (from another thread: Ctrl-C while workers wait)."""
         with self._live_lock:
@@ -162,6 +167,9 @@ class LocalTransport(Transport):
             return self._communicate(list(argv), timeout, subprocess.DEVNULL)
         with open(stdin_path, "rb") as stdin:
             return self._communicate(list(argv), timeout, stdin)
+
+    def clock_offset(self, rounds=9):
+        return 0.0, 0.0  # one clock
 
     def put(self, local, remote):
         Path(remote).parent.mkdir(parents=True, exist_ok=True)
@@ -283,6 +291,36 @@ class SshTransport(Transport):
         if result.returncode == 255 and not result.timed_out:
             raise describe_ssh_failure(self.destination, result.stderr, connected=True)
         return result
+
+    def clock_offset(self, rounds=9):
+        """Timestamps exchanged over one session: the round trip with the shortest time bounds the
+        offset best (Cristian's method); its uncertainty is half that round trip."""
+        self.connect()
+        echo = "import sys, time\nfor _ in sys.stdin:\n    print(repr(time.monotonic()), flush=True)\n"
+        process = subprocess.Popen(self._command(self.remote_line([self.python, "-c", echo], guard=False)),
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
+        best = None
+        try:
+            for _ in range(rounds):
+                sent = time.monotonic()
+                process.stdin.write("\n")
+                process.stdin.flush()
+                line = process.stdout.readline()
+                received = time.monotonic()
+                if not line:
+                    raise describe_ssh_failure(self.destination, process.stderr.read(), connected=True)
+                half = (received - sent) / 2
+                if best is None or half < best[1]:
+                    best = (float(line) - (sent + received) / 2, half)
+        finally:
+            process.stdin.close()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                process.wait()
+        return best
 
     def put(self, local, remote):
         """Copy a file atomically (to REMOTE.part, renamed once complete), creating the folder."""

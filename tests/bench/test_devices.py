@@ -30,10 +30,10 @@ from ..conftest import error_line
 FAST = ["--runs", "5", "--warmup", "1", "--threads", "1"]
 
 
-def edge_bench(*args, timeout=900):
+def edge_bench(*args, timeout=900, env=None):
     """edge-bench in its own process (it starts threads and ssh clients): (code, stdout, stderr)."""
     done = subprocess.run([sys.executable, "-m", "edge_slm.bench.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
     return done.returncode, done.stdout, done.stderr
 
 
@@ -131,6 +131,23 @@ def test_two_boards_one_study_then_nothing_is_provisioned_or_pushed_again(boards
         assert device["phases"]["provisioned"] is False and device["phases"]["pushed"] == []
         assert sorted(device["phases"]["already_there"]) == sorted([tiny_dynamic.name, tiny_fp32.name])
     assert not processes_of(boards.home("board-a")) and not processes_of(boards.home("board-b"))
+
+
+def test_a_meter_read_here_while_the_board_runs(boards, meters, tiny_dynamic, tmp_path):
+    code, _, err = edge_bench(tiny_dynamic, "--device", "board-a", "--ssh-config", boards.ssh_config,
+                              "--meter", "um25c", "--port", meters[0], "--meter-on", "workstation",
+                              "--min-seconds", "2", "--baseline-seconds", "1", "--warmup", "1", "--threads", "1",
+                              "-o", tmp_path / "study", "-q", env={"EDGE_POWER_STATE_DIR": str(boards.power_state)})
+    assert code == 0, err
+    (row,) = read_rows(tmp_path / "study" / "results.jsonl")
+    energy = row["result"]["energy"]
+    assert energy["meter_on"] == "workstation" and energy["emulated"] is True
+    assert energy["energy_per_inference_mj"] is not None and energy["uncertainty_mj"] > 0
+    mapping = energy["clock_mapping"]
+    assert 0 < mapping["uncertainty_s"] < 1.0  # half a round trip over the connection, plus drift
+    window = row["result"]["benchmark"]["window_monotonic_s"]
+    assert window[1] - window[0] >= 2.0
+    assert "(emulated)" in (tmp_path / "study" / "report.md").read_text()
 
 
 def test_a_board_dropping_mid_study_fails_its_runs_the_other_finishes_and_resume_fills_the_gaps(
