@@ -5,9 +5,9 @@ the data (content-addressed: once), then every planned run as one `edge-run --be
 process on the board, each row appended to results.jsonl the moment it finishes. A device that
 fails once probed (provisioning, a push, the connection dropping mid-study) gets failed rows for
 its remaining runs, so --resume retries them; one that cannot be reached or probed has no rows
-(its plan depends on its cores) and its error is reported. The other devices go on. Ctrl-C stops every remote process: the local ssh
-clients are killed, their channels close, and each run's watchdog on the board kills its process
-group (transport.GUARD).
+(its plan depends on its cores) and its error is reported. The other devices go on. Ctrl-C stops
+every remote process: the local ssh clients are killed, their channels close, and each run's
+watchdog on the board kills its process group (transport.GUARD).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from typing import Optional, Tuple
 
 from edge_slm.common.errors import EdgeError
 
+CONTROL_PERSIST_S = 120
 # Exit status of a guarded command stopped by its watchdog (connection closed): 128 + SIGKILL.
 STOPPED_EXIT = 137
 # Runs on the device under any Python 3: start argv in a new session (its own process group), and
@@ -257,10 +258,11 @@ class SshTransport(Transport):
             if self._master_started:
                 return
             # The master forks into the background holding its stderr: give it a file, not a pipe
-            # we would wait on until it exits.
+            # we would wait on until it exits. It outlives its last session by CONTROL_PERSIST_S only,
+            # so even a SIGKILLed edge-bench leaves no connection open for long.
             with tempfile.TemporaryFile(mode="w+", dir=self._control_dir) as log:
-                process = subprocess.run(self._base + ["-o", "ControlMaster=yes", "-o", "ControlPersist=yes",
-                                                       "-f", "-N", "--", self.destination],
+                master = ["-o", "ControlMaster=yes", "-o", f"ControlPersist={CONTROL_PERSIST_S}", "-f", "-N"]
+                process = subprocess.run(self._base + master + ["--", self.destination],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
                 log.seek(0)
                 message = log.read()

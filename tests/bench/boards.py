@@ -88,7 +88,8 @@ def running_boards(root: Path):
         homes[alias] = home
         key = root / f"key-{alias}"
         pub = _keygen(key)
-        env = dict(env_common, HOME=str(home), PATH=path or f"{bindir}:/usr/local/bin:/usr/bin:/bin", **(extra_env or {}))
+        env = dict(env_common, HOME=str(home), PATH=path or f"{bindir}:/usr/local/bin:/usr/bin:/bin",
+                   **(extra_env or {}))
         if authorized:
             options = ",".join(f'environment="{k}={v}"' for k, v in env.items())
             lines.append(f"{options} {pub}")
@@ -101,7 +102,8 @@ def running_boards(root: Path):
         login(alias, python_bin=python)
     # A board without a package index: pip there finds nothing; --offline-device brings the wheels.
     (root / "no-wheels").mkdir()
-    login("board-offline", python_bin=python, extra_env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(root / "no-wheels")})
+    login("board-offline", python_bin=python,
+          extra_env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(root / "no-wheels")})
     # Faults.
     login("refused", python_bin=python, port_=free_port())
     login("nowhere", python_bin=python, hostname="no-such-board.invalid")
