@@ -165,6 +165,8 @@ def run_on_devices(specs: list, plan_for: Callable[[DeviceSpec, Device], list], 
                 transport.abort()
             for thread in threads:
                 thread.join(timeout=30)
+            for transport in list(transports.values()):
+                transport.close()  # a worker still busy here (a local wheel build) must not keep a connection
             raise
     return reports
 

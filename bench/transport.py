@@ -88,6 +88,7 @@ class Transport:
     def __init__(self):
         self._live: set = set()
         self._live_lock = threading.Lock()
+        self._aborted = False
 
     def _communicate(self, argv: list, timeout: Optional[float], stdin) -> Completed:
         """Run argv in its own process group, collecting its output; killed on timeout, interrupt or abort()."""
@@ -104,6 +105,8 @@ class Transport:
                 os.close(stdin)
         with self._live_lock:
             self._live.add(process)
+            if self._aborted:  # abort() came while this was starting: it must not outlive the study
+                _kill_group(process)
         try:
             stdout, stderr = process.communicate(timeout=timeout)
             return Completed(process.returncode, stdout, stderr)
@@ -126,8 +129,10 @@ class Transport:
         raise NotImplementedError
 
     def abort(self) -> None:
-        """Kill every command still running (from another thread: Ctrl-C while workers wait)."""
+        """Kill every command still running, and every one started from now on (from another
+        thread: Ctrl-C while the workers wait on their devices)."""
         with self._live_lock:
+            self._aborted = True
             for process in list(self._live):
                 _kill_group(process)
 
@@ -257,6 +262,8 @@ class SshTransport(Transport):
         with self._lock:
             if self._master_started:
                 return
+            if self._aborted:
+                raise EdgeError(f"device {self.destination}: interrupted", "rerun with --resume")
             # The master forks into the background holding its stderr: give it a file, not a pipe
             # we would wait on until it exits. It outlives its last session by CONTROL_PERSIST_S only,
             # so even a SIGKILLed edge-bench leaves no connection open for long.
