@@ -100,6 +100,7 @@ def running_boards(root: Path):
 
     for alias in DEVICES:
         login(alias, python_bin=python)
+    login("board-cold", python_bin=python)  # interrupted while it is being provisioned
     # A board without a package index: pip there finds nothing; --offline-device brings the wheels.
     (root / "no-wheels").mkdir()
     login("board-offline", python_bin=python,

@@ -181,20 +181,35 @@ def test_a_board_dropping_mid_study_fails_its_runs_the_other_finishes_and_resume
     assert len(latest) == 4 and all(r["status"] == "ok" for r in latest.values())
 
 
-def test_ctrl_c_stops_every_remote_process(boards, tiny_dynamic, tmp_path):
-    study = subprocess.Popen([sys.executable, "-m", "edge_slm.bench.cli", str(tiny_dynamic), "--device", "board-a",
+@pytest.mark.parametrize("board, busy_with", [("board-a", "edge_slm.runtime.cli"), ("board-cold", "pip")])
+def test_ctrl_c_stops_every_remote_process(boards, tiny_dynamic, tmp_path, board, busy_with):
+    study = subprocess.Popen([sys.executable, "-m", "edge_slm.bench.cli", str(tiny_dynamic), "--device", board,
                               "--ssh-config", str(boards.ssh_config), "--runs", "100000", "--threads", "1",
                               "-o", str(tmp_path / "study"), "-q"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: processes_of(boards.home("board-a"), "edge_slm.runtime.cli"), what="the run on board-a")
+        wait_for(lambda: processes_of(boards.home(board), busy_with), what=f"{busy_with} on {board}")
         study.send_signal(signal.SIGINT)
-        _, err = study.communicate(timeout=60)
+        _, err = study.communicate(timeout=90)
     finally:
         study.kill()
     assert study.returncode == 130
     assert "interrupted" in error_line(err, "edge-bench")
-    wait_for(lambda: not processes_of(boards.home("board-a")), 30, "nothing left running on board-a")
+    wait_for(lambda: not processes_of(boards.home(board)), 30, f"nothing left running on {board}")
+    assert not any("ControlMaster=yes" in " ".join(map(str, p)) for p in _ssh_clients_of(boards))
+
+
+def _ssh_clients_of(boards) -> list:
+    """The command lines of ssh clients still using this test's ssh_config (a leaked connection)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"ssh") and str(boards.ssh_config).encode() in argv:
+            found.append([a.decode(errors="replace") for a in argv])
+    return found
 
 
 @pytest.mark.parametrize("alias, expected, hint", [
