@@ -415,12 +415,10 @@ def _cross_device_section(summaries: list, per_device: dict, constraints: list) 
     lines = ["## Across devices", "", _constraints_line(constraints), "",
              "| device | recommended artifact | why |", "|---|---|---|"]
     for device, rec in per_device.items():
-        if rec["status"] == "ok":
-            best = rec["best"]
-            lines.append(f"| {_cell(device)} | **{_cell(best['label'])}** ({best['threads']} thr, "
-                         f"{_cell(best['backend'])}) | {_cell(rec['reason'])} |")
-        else:
-            lines.append(f"| {_cell(device)} | none | {_cell(rec['reason'])} |")
+        best = rec["best"]
+        choice = (f"**{_cell(best['label'])}** ({best['threads']} thr, {_cell(best['backend'])})"
+                  if rec["status"] == "ok" else "none")
+        lines.append(f"| {_cell(device)} | {choice} | {_cell(rec['reason'])} |")
     runs = list(dict.fromkeys(s.run_label for s in summaries if s.kind == ARTIFACT))
     by = {(s.run_label, s.device): s for s in summaries if s.kind == ARTIFACT}
     lines += ["", "p50 latency (ms) and energy per inference of each artifact run, side by side:", "",
