@@ -28,7 +28,7 @@ from edge_slm.common.documents import edge_slm_version
 from edge_slm.common.errors import EdgeError
 
 from .plan import artifact_metadata
-from .transport import Completed, DeviceUnreachable, Transport, remote_write_error
+from .transport import Completed, DeviceUnreachable, DiskFull, Transport
 
 DEFAULT_DEVICE_DIR = ".cache/edge-slm"
 DEVICE_EXTRAS = ("device", "tflite-runtime", "device,host")  # device,host: TF too, for --baseline there
@@ -247,12 +247,9 @@ class Device:
             return remote
         try:
             self.transport.put(str(local), remote)
-        except DeviceUnreachable:
-            raise
-        except EdgeError as e:
-            raise EdgeError(e.message if "disk full" not in e.message else
-                            f"{e.message} ({size / 1e6:.1f} MB; {(self.facts or {}).get('free_disk_mb')} MB "
-                            "were free when probed)", e.hint) from None
+        except DiskFull as e:
+            raise EdgeError(f"{e.message} ({size / 1e6:.1f} MB; {(self.facts or {}).get('free_disk_mb')} MB were "
+                            "free when probed)", e.hint) from None
         self.phases.pushed.append(local.name)
         self.phases.push_s += time.monotonic() - start
         return remote

@@ -79,6 +79,10 @@ class DeviceUnreachable(EdgeError):
     """The device cannot be reached (or stopped answering): every later run on it fails."""
 
 
+class DiskFull(EdgeError):
+    """A write on the device ran out of space."""
+
+
 class Transport:
     """Run commands and move files on one machine. `name` is what errors and results call it."""
 
@@ -360,7 +364,7 @@ class SshTransport(Transport):
 
 def remote_write_error(device: str, remote: str, result: Completed) -> EdgeError:
     if "No space left on device" in result.stderr:
-        return EdgeError(f"device {device}: disk full while writing {remote}",
+        return DiskFull(f"device {device}: disk full while writing {remote}",
                          f"free space on {device} (or give --device-dir on a bigger disk), then rerun with --resume")
     return EdgeError(f"device {device}: cannot write {remote}: {result.last_error_line()}",
                      "check the permissions of --device-dir on the device")
