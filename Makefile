@@ -5,7 +5,7 @@ TFLITE_VENV ?= .venv-tflite-runtime
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: install test models bench bench-convert bench-train bench-power demo study clean
+.PHONY: install test models bench bench-convert bench-train bench-power bench-devices demo study clean
 
 install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 
@@ -55,6 +55,11 @@ bench-train: install
 # 5/30/90 s windows x 12 seeds; uncertainty covers the error, ±2 % where the tool says long enough.
 bench-power: install
 	$(PY) scripts/bench_power.py --out bench-results/power_accuracy.json
+
+# edge-bench --device: two board logins behind a throwaway sshd here (needs openssh-server): a cold
+# then a warm two-board study (probe/provision/push/run times), and SSH against local per run.
+bench-devices: install
+	$(PY) scripts/bench_devices.py --out bench-results/devices.json
 
 demo: install
 	$(PY) scripts/demo.py

@@ -20,10 +20,13 @@ from typing import Optional
 import click
 
 from edge_slm.common.cli import CONTEXT_SETTINGS, loop_options, meter_options, output_options, run_click, warn
+from edge_slm.common.errors import EdgeError
 from edge_slm.runtime.backends import BACKEND_CHOICES
 
-from .plan import (DEFAULT_TIMEOUT_S, METER_MIN_SECONDS, StudySettings, default_threads, parse_backends,
-                   parse_threads)
+from .devices import DEFAULT_DEVICE_DIR, DEVICE_EXTRAS, DeviceOptions
+from .fleet import DeviceSpec, FleetOptions
+from .plan import (DEFAULT_TIMEOUT_S, METER_MIN_SECONDS, METER_SIDES, StudySettings, default_threads,
+                   parse_backends, parse_threads)
 from .report import speedups, write_report
 from .study import run_study
 from .summary import BUSY_SHARE, LATENCY_STATS, Constraints, parse_accuracy
@@ -50,6 +53,48 @@ def _constraints(max_latency_ms, latency_stat, max_memory_mb, max_energy_mj, min
     return constraints
 
 
+def device_options(command):
+    """edge-bench --device: the boards to run on, over the system OpenSSH client."""
+    for decorator in reversed((
+        click.option("--device", "device_names", multiple=True, metavar="[USER@]HOST",
+                     help="Run the study on this board over SSH (an ssh_config alias works); repeat for "
+                          "several boards, which run in parallel."),
+        click.option("--ssh-config", type=click.Path(exists=True, dir_okay=False),
+                     help="ssh_config file to use instead of ~/.ssh/config (ssh -F)."),
+        click.option("--accept-new-host-key", is_flag=True,
+                     help="Accept and remember the host key of a device seen for the first time "
+                          "(StrictHostKeyChecking=accept-new); a changed key is always refused."),
+        click.option("--device-extra", type=click.Choice(DEVICE_EXTRAS), default=DEVICE_EXTRAS[0],
+                     show_default=True, help="The extra installed on the devices (tflite-runtime: older boards)."),
+        click.option("--device-dir", default=DEFAULT_DEVICE_DIR, show_default=True,
+                     help="Folder on the devices for the virtualenv, artifacts and data (relative: to HOME)."),
+        click.option("--device-python", default="python3", show_default=True,
+                     help="The Python on the devices that the virtualenv is made from."),
+        click.option("--offline-device", is_flag=True,
+                     help="The devices have no package index: download their wheels here and push them."),
+        click.option("--device-port", "device_ports", multiple=True, metavar="DEVICE=PORT",
+                     help="The meter's port on one device, where it differs from --port."),
+        click.option("--meter-on", type=click.Choice(METER_SIDES), default=METER_SIDES[0], show_default=True,
+                     help="Where the meter is read: on the device, or here while the device runs (the board's "
+                          "loop window mapped to this clock by timestamps exchanged over SSH)."),
+    )):
+        command = decorator(command)
+    return command
+
+
+def device_specs(names, ports) -> list:
+    by_device = {}
+    for item in ports:
+        name, sep, port = item.partition("=")
+        if not sep or not name or not port:
+            raise EdgeError(f"bad --device-port {item!r}", "give DEVICE=PORT, e.g. --device-port pi4=/dev/ttyUSB0")
+        if name not in names:
+            raise EdgeError(f"--device-port names {name!r}, which is not a --device",
+                            f"one of: {', '.join(names) or 'no --device given'}")
+        by_device[name] = port
+    return [DeviceSpec(name, by_device.get(name)) for name in names]
+
+
 @click.command(context_settings=CONTEXT_SETTINGS,
                epilog=f"With --meter and no --min-seconds, each run is timed at least {METER_MIN_SECONDS:g} s. "
                       "Regenerate the report from the results (other constraints, after --resume): "
@@ -72,10 +117,13 @@ def _constraints(max_latency_ms, latency_stat, max_memory_mb, max_energy_mj, min
 @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds one run may take before it is killed and reported as failed.")
 @click.option("--no-report", is_flag=True, help="Only collect results.jsonl.")
+@device_options
 @constraint_options
 @output_options
 def study_command(artifacts, out_dir, data, threads_text, backend_text, runs, min_seconds, warmup, meter, port,
-                  baseline_seconds, baseline, baseline_eager, resume, retry_busy, timeout, no_report, quiet,
+                  baseline_seconds, baseline, baseline_eager, resume, retry_busy, timeout, no_report,
+                  device_names, ssh_config, accept_new_host_key, device_extra, device_dir, device_python,
+                  offline_device, device_ports, meter_on, quiet,
                   max_latency_ms, latency_stat, max_memory_mb, max_energy_mj, min_accuracy, as_json):
     """Compare edge-slm artifacts on this device: every ARTIFACT x thread count x backend in a fresh
     process (accuracy, latency, init, peak memory, size, energy), optionally against TF fp32, then
@@ -85,10 +133,14 @@ def study_command(artifacts, out_dir, data, threads_text, backend_text, runs, mi
     backends = parse_backends(backend_text)
     modes = (["tf.function"] if baseline else []) + (["eager"] if baseline_eager else [])
     settings = StudySettings(runs=runs, min_seconds=min_seconds, warmup=warmup, data=data, meter=meter, port=port,
-                             baseline_seconds=baseline_seconds, timeout_s=timeout)
+                             baseline_seconds=baseline_seconds, timeout_s=timeout, meter_on=meter_on)
+    devices = device_specs(device_names, device_ports)
+    fleet = FleetOptions(ssh_config=ssh_config, accept_new_host_key=accept_new_host_key,
+                         device=DeviceOptions(device_dir=device_dir, extra=device_extra, python=device_python,
+                                              offline=offline_device))
     outcome = run_study(artifacts, out_dir, threads=threads, backends=backends, baseline_modes=modes,
                         settings=settings, resume=resume, retry_busy=retry_busy, write_report=not no_report,
-                        constraints=constraints,
+                        constraints=constraints, devices=devices, fleet=fleet,
                         on_progress=(lambda m: None) if quiet else _progress)
     if outcome.report is None:
         click.echo(f"results: {outcome.results_path}")
@@ -130,11 +182,18 @@ def _print_report(files, as_json: bool) -> None:
         speedup = f"{ratio['speedup']:.2f}x" if ratio else "-"
         click.echo(f"{s.label:<44} {s.latency['p50']:>9.3f} {s.peak_rss_mb:>8.1f}  {s.energy_text:<26} "
                    f"{speedup:>10}  {s.accuracy_text}")
+    for device, rec in files.per_device.items():
+        if rec["status"] == "ok":
+            click.echo(f"recommended on {device}: {rec['best']['label']}: {rec['reason']}")
+        else:
+            click.echo(f"no recommendation on {device}: {rec['reason']}")
     rec = files.recommendation
-    if rec["status"] == "ok":
-        click.echo(f"recommended: {rec['best']['label']} ({rec['best']['artifact']}): {rec['reason']}")
-    else:
-        click.echo(f"no recommendation: {rec['reason']}")
+    # With boards, only per-board recommendations: one across boards would compare different machines.
+    if not files.per_device:
+        if rec["status"] == "ok":
+            click.echo(f"recommended: {rec['best']['label']} ({rec['best']['artifact']}): {rec['reason']}")
+        else:
+            click.echo(f"no recommendation: {rec['reason']}")
     for note in files.notes:
         click.echo(f"note: {note}")
     click.echo(f"report: {files.markdown}")

@@ -7,11 +7,8 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Optional
 
 from edge_slm.common.documents import host_facts, utc_now
@@ -19,78 +16,86 @@ from edge_slm.runtime import cli as edge_run
 
 from . import baseline
 from .plan import BASELINE, PlannedRun, StudySettings
+from .remote_meter import metered_run
 from .store import ROW_SCHEMA, ROW_SCHEMA_VERSION
+from .transport import LocalTransport, Transport
 
 
 # ---- running one ---------------------------------------------------------------------------------
 
-def _command(run: PlannedRun, settings: StudySettings, output: Path, python: str) -> list:
+def _command(run: PlannedRun, settings: StudySettings, python: str, artifact: str, data: Optional[str],
+             port: Optional[str]) -> list:
     # `python -m` rather than the console scripts: works in any environment that has the package.
     args = [python, "-m", (baseline if run.kind == BASELINE else edge_run).__name__]
     if run.kind == BASELINE:
-        args += [run.artifact, "--mode", run.mode]
+        args += [artifact, "--mode", run.mode]
     else:
-        args += ["--model", run.artifact, "--bench", "--backend", run.backend]
-    args += ["--threads", str(run.threads), "--warmup", str(settings.warmup), "--output", str(output), "-q"]
+        args += ["--model", artifact, "--bench", "--backend", run.backend]
+    args += ["--threads", str(run.threads), "--warmup", str(settings.warmup), "--json", "-q"]
     if settings.runs is not None:
         args += ["--runs", str(settings.runs)]
     if settings.min_seconds is not None:
         args += ["--min-seconds", str(settings.min_seconds)]
-    if settings.data and run.takes_text:
-        args += ["--input", settings.data]
-    if settings.meter:
-        args += ["--meter", settings.meter, "--port", settings.port, "--baseline-seconds",
-                 str(settings.baseline_seconds)]
+    if data and run.takes_text:
+        args += ["--input", data]
+    if settings.meter and settings.meter_on == "device":
+        args += ["--meter", settings.meter, "--port", port, "--baseline-seconds", str(settings.baseline_seconds)]
     return args
 
 
-def execute(run: PlannedRun, settings: StudySettings, scratch: Path, python: str = sys.executable) -> dict:
-    """Run one planned run in a fresh process; returns its results row (status ok or failed)."""
-    output = Path(tempfile.mkstemp(prefix=".run-", suffix=".json", dir=scratch)[1])
-    output.unlink()  # the run writes it atomically; its absence means the run did not finish
+def execute(run: PlannedRun, settings: StudySettings, transport: Optional[Transport] = None, *,
+            python: str = sys.executable, artifact: Optional[str] = None, data: Optional[str] = None,
+            port: Optional[str] = None, host: Optional[dict] = None) -> dict:
+    """Run one planned run in a fresh process; returns its results row (status ok or failed).
+
+    transport None: here. Otherwise on that machine, with python, artifact, data and port its paths
+    for them and host its facts; a lost connection raises transport.DeviceUnreachable."""
+    here = transport is None
+    transport = transport or LocalTransport()
     started, clock = utc_now(), time.monotonic()
     machine_before, children_before = _machine_cpu_seconds(), _children_cpu_seconds()
-    process = subprocess.Popen(_command(run, settings, output, python), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
-    timed_out = False
-    try:
-        _, stderr = process.communicate(timeout=settings.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        process.kill()
-        _, stderr = process.communicate()
-    except BaseException:  # Ctrl-C, SIGTERM: never leave a benchmark running behind us
-        process.kill()
-        process.wait()
-        output.unlink(missing_ok=True)
-        raise
-    other_cpu = _other_cpu_share(machine_before, _machine_cpu_seconds(),
-                                 _children_cpu_seconds() - children_before)
-    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
-    result, error = None, None
-    if timed_out:
-        error = f"timed out after {settings.timeout_s:g} s and was killed"
-    elif process.returncode == 0:
-        try:
-            result = json.loads(output.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            error = f"finished but its result file is unreadable ({type(e).__name__})"
+    argv = _command(run, settings, python, artifact or run.artifact, data or settings.data, port or settings.port)
+    def launch():
+        return transport.run(argv, settings.timeout_s, guard=True)
+
+    if settings.meter and settings.meter_on == "workstation":
+        completed = metered_run(launch, transport, meter=settings.meter, port=settings.port,
+                                baseline_s=settings.baseline_seconds)
     else:
-        error = _failure(process.returncode, lines)
-    output.unlink(missing_ok=True)
+        completed = launch()
+    # Other processes' CPU share is known only here (a device's /proc is not sampled).
+    other_cpu = _other_cpu_share(machine_before, _machine_cpu_seconds(),
+                                 _children_cpu_seconds() - children_before) if here else None
+    lines = [line.strip() for line in completed.stderr.splitlines() if line.strip()]
+    result, error = None, None
+    if completed.timed_out:
+        error = f"timed out after {settings.timeout_s:g} s and was killed"
+    elif completed.returncode == 0:
+        try:
+            result = json.loads(completed.stdout)
+        except ValueError:
+            error = "finished but printed no readable result document"
+    else:
+        error = _failure(completed.returncode, lines)
     if result is not None and result.get("predictions") is not None:
         # Per-text predictions would make every row as long as the data set; evaluation keeps the counts.
         result = dict(result, predictions=None, predictions_dropped=len(result["predictions"]))
+    row = new_row(run, settings, host if host is not None else host_facts(), started, error)
+    row.update(wall_s=round(time.monotonic() - clock, 3), status="ok" if result is not None else "failed",
+               exit_code=None if completed.timed_out else completed.returncode, other_cpu_share=other_cpu,
+               warnings=[line.split("warning: ", 1)[1] for line in lines if "warning: " in line][:20],
+               result=result)
+    return row
+
+
+def new_row(run: PlannedRun, settings: StudySettings, host: dict, started: str, error: Optional[str]) -> dict:
+    """A results row; as returned, a failed run that never started (its device was lost)."""
     return {
         "schema": ROW_SCHEMA, "schema_version": ROW_SCHEMA_VERSION, "key": run.key, "kind": run.kind,
         "artifact": run.artifact, "threads": run.threads, "backend": run.backend, "mode": run.mode,
-        "source": run.source, "settings": settings.measurement(), "host": host_facts(),
-        "started": started, "finished": utc_now(), "wall_s": round(time.monotonic() - clock, 3),
-        "status": "ok" if result is not None else "failed",
-        "exit_code": None if timed_out else process.returncode, "error": error,
-        "other_cpu_share": other_cpu,
-        "warnings": [line.split("warning: ", 1)[1] for line in lines if "warning: " in line][:20],
-        "result": result,
+        "source": run.source, "device": run.device, "settings": settings.measurement(), "host": host,
+        "started": started, "finished": utc_now(), "wall_s": 0.0, "status": "failed", "exit_code": None,
+        "error": error, "other_cpu_share": None, "warnings": [], "result": None,
     }
 
 
@@ -127,10 +132,11 @@ def _failure(returncode: int, lines: list) -> str:
             if marker in line:
                 return line.split(marker, 1)[1]
     last = lines[-1] if lines else "no output"
-    if returncode < 0:
+    if returncode < 0 or returncode > 128:  # killed here (-N), or on a device under its watchdog (128+N)
+        number = -returncode if returncode < 0 else returncode - 128
         try:
-            name = signal.Signals(-returncode).name
+            name = signal.Signals(number).name
         except ValueError:
-            name = f"signal {-returncode}"
+            name = f"signal {number}"
         return f"crashed ({name}); last output: {last}"[:400]
     return f"exited with code {returncode}: {last}"[:400]

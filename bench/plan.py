@@ -55,6 +55,9 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+METER_SIDES = ("device", "workstation")  # where the meter is read: where the run is, or here
+
+
 @dataclass(frozen=True)
 class StudySettings:
     """How every run of a study measures; runs of one results.jsonl must share these."""
@@ -67,6 +70,7 @@ class StudySettings:
     port: Optional[str] = None
     baseline_seconds: float = DEFAULT_IDLE_SECONDS  # the meter's idle baseline before and after each run
     timeout_s: float = DEFAULT_TIMEOUT_S  # per run; a hung run is killed and reported
+    meter_on: str = "device"              # edge-bench --device: the meter is read on the board, or here
 
     def effective(self) -> "StudySettings":
         runs, min_seconds = self.runs, self.min_seconds
@@ -76,22 +80,28 @@ class StudySettings:
             runs = DEFAULT_RUNS
         data = str(Path(self.data).resolve()) if self.data else None
         return StudySettings(runs, min_seconds, self.warmup, data, self.meter, self.port,
-                             self.baseline_seconds, self.timeout_s)
+                             self.baseline_seconds, self.timeout_s, self.meter_on)
 
     def measurement(self) -> dict:
         """What makes runs comparable (the port may change between sessions: a pty is renamed)."""
-        return {"runs": self.runs, "min_seconds": self.min_seconds, "warmup": self.warmup, "data": self.data,
-                "meter": self.meter, "baseline_seconds": self.baseline_seconds if self.meter else None}
+        measured = {"runs": self.runs, "min_seconds": self.min_seconds, "warmup": self.warmup, "data": self.data,
+                    "meter": self.meter, "baseline_seconds": self.baseline_seconds if self.meter else None}
+        if self.meter and self.meter_on != "device":
+            measured["meter_on"] = self.meter_on
+        return measured
 
-    def check(self) -> None:
+    def check(self, port_here: bool = True) -> None:
+        """port_here=False: the meter is plugged into a device, whose ports cannot be checked from here."""
         check_loop_settings(self.runs, self.min_seconds, self.warmup)
         check_meter_settings(self.meter, self.port, self.baseline_seconds)
         if self.timeout_s <= 0:
             raise EdgeError(f"--timeout must be positive, got {self.timeout_s}", "e.g. --timeout 1800")
+        if self.meter_on not in METER_SIDES:
+            raise EdgeError(f"unknown --meter-on {self.meter_on!r}", f"one of {', '.join(METER_SIDES)}")
         if self.meter:
             if self.meter not in METER_NAMES:
                 raise EdgeError(f"unknown meter {self.meter!r}", f"one of {', '.join(METER_NAMES)}")
-            if "://" not in self.port and not os.path.exists(self.port):
+            if port_here and "://" not in self.port and not os.path.exists(self.port):
                 raise EdgeError(f"meter port {self.port} does not exist",
                                 "check the device path (edge-power list shows serial ports and emulators)")
         if self.data:
@@ -110,19 +120,22 @@ class PlannedRun:
     source: Optional[str] = None   # baseline: source-model identity, shared by its artifacts
     takes_text: bool = True        # False for a plain .tflite: no tokenizer, random inputs
     graph_sha256: Optional[str] = None  # from the metadata: a re-converted file is a new run on --resume
+    device: Optional[str] = None   # edge-bench --device: the board it runs on (None: this host)
 
     @property
     def key(self) -> str:
+        where = f"device={self.device}|" if self.device else ""
         if self.kind == BASELINE:
-            return f"{BASELINE}|{self.source}|{self.mode}|threads={self.threads}"
+            return f"{where}{BASELINE}|{self.source}|{self.mode}|threads={self.threads}"
         graph = f"|graph={self.graph_sha256[:16]}" if self.graph_sha256 else ""
-        return f"{ARTIFACT}|{self.artifact}{graph}|{self.backend}|threads={self.threads}"
+        return f"{where}{ARTIFACT}|{self.artifact}{graph}|{self.backend}|threads={self.threads}"
 
     def describe(self) -> str:
         name = Path(self.artifact).name
+        where = f" on {self.device}" if self.device else ""
         if self.kind == BASELINE:
-            return f"TF fp32 {self.mode} baseline of {name}, {self.threads} thread(s)"
-        return f"{name}, {self.threads} thread(s), backend {self.backend}"
+            return f"TF fp32 {self.mode} baseline of {name}, {self.threads} thread(s){where}"
+        return f"{name}, {self.threads} thread(s), backend {self.backend}{where}"
 
 
 def source_identity(metadata: dict) -> str:

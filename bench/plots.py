@@ -15,7 +15,8 @@ from .plan import ARTIFACT, BASELINE
 from .summary import RunSummary, three_figures
 
 PLOT_FILES = {"accuracy_latency": "accuracy_latency.png", "energy": "energy.png", "memory": "memory.png",
-              "latency_distribution": "latency_distribution.png"}
+              "latency_distribution": "latency_distribution.png", "devices": "devices.png"}
+BOARD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def render_plots(summaries: list, out: Path) -> dict:
@@ -33,7 +34,8 @@ def render_plots(summaries: list, out: Path) -> dict:
         figures = {"accuracy_latency": accuracy_latency_figure(plt, ok, colors),
                    "energy": energy_figure(plt, ok, colors),
                    "memory": _memory_figure(plt, ok, colors),
-                   "latency_distribution": _distribution_figure(plt, ok, colors)}
+                   "latency_distribution": _distribution_figure(plt, ok, colors),
+                   "devices": _devices_figure(plt, ok, colors)}
         for name, figure in figures.items():
             if figure is None:
                 continue
@@ -219,6 +221,43 @@ def _latency_only_figure(plt, runs: list, colors: dict):
         Line2D([], [], marker="|", markersize=9, markeredgewidth=1.6, color="#d62728", linestyle="", label="p99")]
     _finish(fig, handles, f"Accuracy vs latency needs measured accuracies. These runs have none ({reasons}), so "
                           "this chart shows latency only, and no accuracy point is drawn.")
+    return fig
+
+
+def _devices_figure(plt, runs: list, colors: dict):
+    """edge-bench --device: each artifact run's p50 on every board, one colour per model, one
+    marker per board (energy beside it when measured)."""
+    runs = [s for s in runs if s.device and s.kind == ARTIFACT]
+    if not runs:
+        return None
+    from matplotlib.lines import Line2D  # deferred: optional (edge-slm[report]), only when plotting
+
+    boards = list(dict.fromkeys(s.device for s in runs))
+    markers = {board: BOARD_MARKERS[i % len(BOARD_MARKERS)] for i, board in enumerate(boards)}
+    labels = list(dict.fromkeys(s.run_label for s in runs))
+    with_energy = any(s.energy_mj is not None for s in runs)
+    fig, axes = plt.subplots(1, 2 if with_energy else 1, figsize=(11 if with_energy else 8, _height(len(labels))),
+                             squeeze=False, sharey=True)
+    y = {label: i for i, label in enumerate(reversed(labels))}
+    for s in runs:
+        style = {"marker": markers[s.device], "color": colors[s.model], "s": 60, "edgecolors": "black",
+                 "linewidths": 0.5}
+        axes[0][0].scatter(s.latency["p50"], y[s.run_label], **style)
+        if with_energy and s.energy_mj is not None:
+            axes[0][1].scatter(s.energy_mj, y[s.run_label], **style)
+    axes[0][0].set_yticks(list(y.values()))
+    axes[0][0].set_yticklabels(list(y))
+    _axis(axes[0][0], [s.latency["p50"] for s in runs], "p50 latency per inference (ms)")
+    axes[0][0].set_title("p50 latency on each board")
+    if with_energy:
+        _axis(axes[0][1], [s.energy_mj for s in runs if s.energy_mj is not None], "energy per inference (mJ)")
+        emulated = any(s.emulated for s in runs)
+        axes[0][1].set_title("energy per inference" + (" — EMULATED meter" if emulated else ""))
+    handles = [Line2D([], [], marker=markers[b], color="0.4", markeredgecolor="black", linestyle="", label=b)
+               for b in boards]
+    handles += [Line2D([], [], marker="s", color=c, linestyle="", label=m) for m, c in colors.items()
+                if any(s.model == m for s in runs)]
+    _finish(fig, handles, "Marker: the board; colour: the model.")
     return fig
 
 

@@ -39,6 +39,7 @@ class ReportFiles:
     recommendation: dict
     summaries: list
     notes: list = field(default_factory=list)     # e.g. why plots are missing
+    per_device: dict = field(default_factory=dict)  # edge-bench --device: device -> its recommendation
 
 
 def write_report(results_path, out_dir=None, constraints: Optional[Constraints] = None,
@@ -52,6 +53,8 @@ def write_report(results_path, out_dir=None, constraints: Optional[Constraints] 
     out = prepare_out_dir(out_dir if out_dir is not None else results_path.parent)
     summaries = _ordered(_distinct_labels([summarize(row) for row in rows]))
     recommendation = recommend(summaries, constraints)
+    per_device = {device: recommend([s for s in summaries if s.device == device], constraints)
+                  for device in devices_of(summaries)}
     notes = []
     try:
         plots = render_plots(summaries, out)
@@ -65,10 +68,10 @@ def write_report(results_path, out_dir=None, constraints: Optional[Constraints] 
     for name, file_name in PLOT_FILES.items():
         if name not in plots:  # a plot of an earlier report that this one does not have (e.g. no meter now)
             (out / file_name).unlink(missing_ok=True)
-    markdown = render_markdown(summaries, rows, recommendation, plots, results_path, out, notes)
+    markdown = render_markdown(summaries, rows, recommendation, plots, results_path, out, notes, per_device)
     path = out / REPORT_FILE
     atomic_write_text(path, markdown)
-    return ReportFiles(path, plots, recommendation, summaries, notes)
+    return ReportFiles(path, plots, recommendation, summaries, notes, per_device)
 
 
 def _distinct_labels(summaries: list) -> list:
@@ -100,7 +103,7 @@ def _cell(text: str) -> str:
 
 
 def render_markdown(summaries: list, rows: list, recommendation: dict, plots: dict, results_path: Path,
-                    out: Path, notes: list) -> str:
+                    out: Path, notes: list, per_device: Optional[dict] = None) -> str:
     failed = [s for s in summaries if s.status != "ok"]
     artifacts = [s for s in summaries if s.kind == ARTIFACT]
     baselines = [s for s in summaries if s.kind == BASELINE]
@@ -114,11 +117,18 @@ def render_markdown(summaries: list, rows: list, recommendation: dict, plots: di
         f"Report written {utc_now()}; regenerate it with `edge-bench report {results_path}`.",
         "",
     ]
-    lines += _host_section(summaries, rows)
-    lines += _caveats_section(summaries, rows)
-    lines += _results_section(summaries)
-    lines += _baseline_section(summaries)
-    lines += _recommendation_section(recommendation)
+    if per_device:  # a study on boards: one section per board, then the boards side by side
+        lines += _devices_section(summaries, list(per_device))
+        lines += _caveats_section(summaries, rows)
+        lines += _per_device_sections(summaries, list(per_device))
+        lines += _baseline_section(summaries)
+        lines += _cross_device_section(summaries, per_device, recommendation["constraints"])
+    else:
+        lines += _host_section(summaries, rows)
+        lines += _caveats_section(summaries, rows)
+        lines += _results_section(summaries)
+        lines += _baseline_section(summaries)
+        lines += _recommendation_section(recommendation)
     lines += _figures_section(summaries, plots, out, notes)
     if failed:
         lines += ["## Failed runs", "", "| run | artifact | error |", "|---|---|---|"]
@@ -308,13 +318,14 @@ def _baseline_section(summaries: list) -> list:
     return lines
 
 
+def _constraints_line(given: list) -> str:
+    return "Constraints: " + ("; ".join(given) if given else "none given (`--max-latency-ms`, `--max-memory-mb`, "
+                                                             "`--max-energy-mj`, `--min-accuracy`)") + "."
+
+
 def _recommendation_section(rec: dict) -> list:
-    lines = ["## Recommendation", ""]
     given = rec["constraints"]
-    lines.append("Constraints: " + ("; ".join(given) if given else
-                                    "none given (`--max-latency-ms`, `--max-memory-mb`, `--max-energy-mj`, "
-                                    "`--min-accuracy`)") + ".")
-    lines.append("")
+    lines = ["## Recommendation", "", _constraints_line(given), ""]
     if rec["status"] == "ok":
         best = rec["best"]
         lines.append(f"**Recommended: {_cell(best['label'])}** (`{best['artifact']}`, {best['threads']} "
@@ -341,6 +352,7 @@ def _figures_section(summaries: list, plots: dict, out: Path, notes: list) -> li
                   "fp32 parameters for a TF baseline).",
         "latency_distribution": "Distribution of every timed inference of each run (box: p25–p75, line: p50, "
                                 "whiskers: p1–p99).",
+        "devices": "Each artifact run on every board: one colour per model, one marker per board.",
     }
     for name, path in plots.items():
         lines += [f"![{name}]({path.relative_to(out) if path.is_relative_to(out) else path})", "",
@@ -358,6 +370,72 @@ def _accuracy_caption(summaries: list) -> str:
     reasons = sorted({s.accuracy_text for s in summaries if s.status == "ok"})
     return (f"No run has a measured accuracy ({'; '.join(reasons)}), so this chart shows latency only "
             "(p50 bar, p90 and p99 marks) instead of accuracy against latency.")
+
+
+# ---- studies on devices (edge-bench --device) ----------------------------------------------------
+
+def devices_of(summaries: list) -> list:
+    """The devices of a study in the order they first appear (empty: a study on this host)."""
+    return list(dict.fromkeys(s.device for s in summaries if s.device))
+
+
+def _devices_section(summaries: list, devices: list) -> list:
+    lines = ["## Devices", "",
+             "| device | board / CPU | arch | cores | memory | OS | Python | glibc | runs ok / failed |",
+             "|---|---|---|---:|---:|---|---|---|---|"]
+    for device in devices:
+        mine = [s for s in summaries if s.device == device]
+        host = next((s.host for s in mine if s.host), None) or {}
+        board = host.get("board") or host.get("cpu_model") or "unknown (never reached)"
+        memory = f"{host['memory_total_mb'] / 1024:.1f} GB" if host.get("memory_total_mb") else "—"
+        ok = sum(s.status == "ok" for s in mine)
+        lines.append(f"| {_cell(device)} | {_cell(board)} | {host.get('machine') or '—'} | "
+                     f"{host.get('cores_usable') or '—'} | {memory} | {_cell(host.get('os') or '—')} | "
+                     f"{host.get('python') or '—'} | {host.get('glibc') or '—'} | {ok} / {len(mine) - ok} |")
+    return lines + ["", "Each device ran its own copy of the artifacts (pushed over SSH, content-addressed by "
+                    "graph SHA-256) in a virtualenv holding this edge-slm's wheel; rows carry the facts the "
+                    "device reported about itself.", ""]
+
+
+def _per_device_sections(summaries: list, devices: list) -> list:
+    lines = []
+    for device in devices:
+        mine = [s for s in summaries if s.device == device]
+        section = _results_section(mine)
+        section[0] = f"## Results on {device}"
+        lines += section
+        if not any(s.kind == BASELINE for s in mine):
+            lines += [f"No TF baseline on {device}: its edge-slm has no host extra (TensorFlow), and a baseline "
+                      "measured on another machine is no baseline.", ""]
+    return lines
+
+
+def _cross_device_section(summaries: list, per_device: dict, constraints: list) -> list:
+    devices = list(per_device)
+    lines = ["## Across devices", "", _constraints_line(constraints), "",
+             "| device | recommended artifact | why |", "|---|---|---|"]
+    for device, rec in per_device.items():
+        best = rec["best"]
+        choice = (f"**{_cell(best['label'])}** ({best['threads']} thr, {_cell(best['backend'])})"
+                  if rec["status"] == "ok" else "none")
+        lines.append(f"| {_cell(device)} | {choice} | {_cell(rec['reason'])} |")
+    runs = list(dict.fromkeys(s.run_label for s in summaries if s.kind == ARTIFACT))
+    by = {(s.run_label, s.device): s for s in summaries if s.kind == ARTIFACT}
+    lines += ["", "p50 latency (ms) and energy per inference of each artifact run, side by side:", "",
+              "| run | " + " | ".join(f"{_cell(d)} p50 | {_cell(d)} energy" for d in devices) + " |",
+              "|---|" + "---:|---|" * len(devices)]
+    for label in runs:
+        cells = []
+        for device in devices:
+            s = by.get((label, device))
+            if s is None:
+                cells += ["not run", "—"]
+            elif s.status != "ok":
+                cells += ["failed", "—"]
+            else:
+                cells += [three_figures(s.latency["p50"]), _cell(s.energy_text)]
+        lines.append(f"| {_cell(label)} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _method_section(rows: list) -> list:

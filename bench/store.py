@@ -12,6 +12,7 @@ from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import atomic_write_text
 
 RESULTS_FILE = "results.jsonl"
+DEVICES_FILE = "devices.json"  # edge-bench --device: each device's facts, phase times and error
 ROW_SCHEMA = "edge-slm.study-run"
 ROW_SCHEMA_VERSION = 1
 

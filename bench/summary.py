@@ -65,6 +65,9 @@ class RunSummary:
     conversion_cosine: Optional[float] = None  # the converter's own check of the artifact against TF
     host: Optional[dict] = None
     warnings: list = field(default_factory=list)
+    device: Optional[str] = None    # edge-bench --device: the board it ran on (None: the study's host)
+    run_label: str = ""             # the label without the device: the same run on every board
+
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +98,7 @@ def summarize(row: dict) -> RunSummary:
         if row["backend"] != "auto":
             label += f", {row['backend']}"
     accuracy, accuracy_text = _accuracy(result, row, random_weights)
+    device = row.get("device")
     summary = RunSummary(
         key=row["key"], kind=kind, label=label, model=name, quant=quant, mode=row.get("mode"), threads=row["threads"],
         backend=backend, status=row["status"], error=row.get("error"), artifact=row["artifact"],
@@ -102,8 +106,11 @@ def summarize(row: dict) -> RunSummary:
         random_weights=random_weights, accuracy=accuracy, accuracy_text=accuracy_text,
         agreement=result.get("agreement"), other_cpu_share=row.get("other_cpu_share"),
         conversion_cosine=(meta.get("validation") or {}).get("mean_cosine"),
-        host=(result.get("host") or row.get("host")),
-        warnings=list(row.get("warnings") or []))
+        # A device's row holds what its probe found (glibc, free disk) besides what the run saw.
+        host={**(row.get("host") or {}), **(result.get("host") or {})} or None,
+        warnings=list(row.get("warnings") or []), device=device, run_label=label)
+    if device:
+        summary.label = f"{label} @ {device}"
     bench = result.get("benchmark")
     if bench:
         summary.latency = dict(bench["latency_ms"])
@@ -173,7 +180,7 @@ def baseline_for(summary: RunSummary, summaries: list, mode: str = "tf.function"
         return None
     for other in summaries:
         if (other.kind == BASELINE and other.status == "ok" and other.source == summary.source
-                and other.threads == summary.threads and other.mode == mode):
+                and other.threads == summary.threads and other.mode == mode and other.device == summary.device):
             return other
     return None
 

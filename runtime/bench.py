@@ -93,6 +93,9 @@ class Benchmark:
         total_ns = []
         memory_before = memory_mb()
         clock = time.perf_counter_ns
+        # The window on this machine's monotonic clock: a meter read by another machine (edge-bench
+        # --meter-on workstation) maps it onto its own clock.
+        window_start = time.monotonic()
         loop_start = clock()
         deadline = loop_start + int(min_seconds * 1e9)
         while len(total_ns) < runs or clock() < deadline:
@@ -107,6 +110,7 @@ class Benchmark:
             if progress is not None:
                 progress.update()
         wall_s = (clock() - loop_start) / 1e9
+        window_end = time.monotonic()
         memory_after = memory_mb()
         latencies_ms = [ns / 1e6 for ns in total_ns]
         stats = latency_stats(latencies_ms)
@@ -117,6 +121,7 @@ class Benchmark:
             "runs": len(total_ns),
             "warmup_runs": self.warmup_runs,
             "wall_seconds": wall_s,
+            "window_monotonic_s": [round(window_start, 6), round(window_end, 6)],
             "throughput_per_s": len(total_ns) / wall_s if wall_s > 0 else None,
             "latency_ms": stats,
             "prepare_ms_p50": prepare_p50,
