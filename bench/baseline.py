@@ -1,7 +1,8 @@
 """The TF fp32 baseline: an artifact's source model run by its own framework, timed like edge-run.
 
 This is what a user would deploy without edge-slm: transformers' TF class with the same weights,
-fp32, called through `tf.function` (or eagerly), batch 1 at the artifact's sequence length, with
+fp32, called through `tf.function` (or eagerly), batch 1, each request at the same length as the
+artifact's benchmark runs it (the texts' own lengths, or --seq-len / the longest; one trace for all), with
 both of TF's thread pools (intra-op and inter-op) sized to the artifact's thread count, as TF sizes
 them to the core count by default (measured here: MobileBERT at 2 threads, seq 128, p50 59.9 ms
 with both pools at 2, 65.8 ms with one inter-op thread). The model is rebuilt from the artifact's
@@ -49,9 +50,11 @@ from edge_slm.models.registry import load_registry
 from edge_slm.runtime.artifact import read_artifact
 from edge_slm.runtime.bench import SAMPLE_TEXTS, energy_around_loop, run_benchmark
 from edge_slm.runtime.data import read_dataset
-from edge_slm.runtime.engine import load_model
+from edge_slm.runtime.backends import resolve_backend
+from edge_slm.runtime.engine import SequenceBuffers, load_model
 from edge_slm.runtime.metrics import evaluate
 from edge_slm.runtime.tokenizer import WordPieceTokenizer
+from edge_slm.runtime.work import MacCounter
 
 SCHEMA = "edge-slm.tf-baseline"
 SCHEMA_VERSION = 1
@@ -113,19 +116,24 @@ class TFRunner:
         self.random_weights = random_weights
         self.init_seconds = init_seconds
         self.file_bytes = None  # a model in memory has no file
-        self.buffers = {name: np.zeros((1, seq_len), np.int32) for name in spec.inputs}
-        ordered = [self.buffers[name] for name in spec.inputs]
+        self.sequence = SequenceBuffers({name: np.zeros((1, seq_len), np.int32) for name in spec.inputs}, dynamic=True)
+        self.resizes, self.resize_seconds = 0, 0.0  # TF takes any length as it comes
+        self.mac_counter = None
+        current = self.sequence.current
         if mode == "tf.function":
-            signature = [tf.TensorSpec([1, seq_len], tf.int32, name=name) for name in spec.inputs]
+            signature = [tf.TensorSpec([1, None], tf.int32, name=name) for name in spec.inputs]
             call = tf.function(lambda *inputs: model(dict(zip(spec.inputs, inputs)), training=False).logits,
                                input_signature=signature)
-            self._call = lambda: call(*ordered)
+            self._call = lambda: call(*[current(name) for name in spec.inputs])
         else:
-            feed = dict(zip(spec.inputs, ordered))
-            self._call = lambda: model(feed, training=False).logits
+            self._call = lambda: model({name: current(name) for name in spec.inputs}, training=False).logits
+
+    @property
+    def run_length(self) -> int:
+        return self.sequence.length
 
     def prepare(self, text: str) -> int:
-        return self.tokenizer.encode_into(text, self.seq_len, self.buffers)
+        return self.sequence.prepare(self.tokenizer, text)
 
     def run_prepared(self) -> np.ndarray:
         return self._call().numpy()
@@ -134,7 +142,7 @@ class TFRunner:
 def measure_baseline(artifact_path, *, threads: int, mode: str = "tf.function", runs: Optional[int] = None,
                      min_seconds: Optional[float] = None, warmup: int = DEFAULT_WARMUP, input_path: Optional[str] = None,
                      meter: Optional[str] = None, port: Optional[str] = None, baseline_seconds: float = DEFAULT_IDLE_SECONDS,
-                     show_progress: bool = True) -> dict:
+                     show_progress: bool = True, seq_len: Optional[int] = None) -> dict:
     """Rebuild, time and (with labelled data and trained weights) evaluate the source model."""
     if mode not in MODES:
         raise EdgeError(f"unknown baseline mode {mode!r}", f"one of {', '.join(MODES)}")
@@ -184,6 +192,12 @@ def measure_baseline(artifact_path, *, threads: int, mode: str = "tf.function", 
         doc["evaluation"] = evaluate(runner, dataset, predictions)
 
     bench_texts = dataset.texts if dataset is not None else None
+    runner.sequence.pad_every_request_to(seq_len or (None if bench_texts else runner.seq_len))  # as edge-run
+    # The work is the artifact graph's (same model, same matrix products): counted on it.
+    if (meta.get("sequence") or {}).get("kind") == "dynamic" or runner.sequence.pad_to == runner.seq_len:
+        runner.mac_counter = MacCounter(artifact.path, resolve_backend("auto").interpreter_class,
+                                        {i["name"]: i["role"] for i in meta["inputs"]},
+                                        (meta.get("sequence") or {}).get("kind") == "dynamic")
     progress = Progress("bench", total=runs if runs or min_seconds else DEFAULT_RUNS, seconds=min_seconds,
                         enabled=None if show_progress else False)
     around = energy_around_loop(meter, port, baseline_seconds, None) if meter else None
@@ -203,6 +217,7 @@ def _agreement(runner: TFRunner, artifact_path: Path, threads: int, texts) -> di
     Measured after the benchmark, so the interpreter does not count in the baseline's memory."""
     texts = list(texts or SAMPLE_TEXTS)[:32]
     device = load_model(artifact_path, threads=threads)
+    runner.sequence.pad_every_request_to(None if device.dynamic else device.seq_len)  # as the artifact runs them
     ours, theirs = [], []
     for text in texts:
         runner.prepare(text)
@@ -222,15 +237,17 @@ def _agreement(runner: TFRunner, artifact_path: Path, threads: int, texts) -> di
 @click.option("--mode", type=click.Choice(MODES), default="tf.function", show_default=True)
 @loop_options
 @click.option("--input", "input_path", help="Texts (and labels) to evaluate and to feed the benchmark.")
+@click.option("--seq-len", type=click.IntRange(min=2), help="Time requests of this many tokens [default: the "
+                                                            "texts' own lengths with --input, else the longest].")
 @meter_options
 @click.option("-o", "--output", "output_path", help="Write the result document to this FILE (atomically).")
 @output_options
-def command(artifact, threads, mode, runs, min_seconds, warmup, input_path, meter, port, baseline_seconds,
+def command(artifact, threads, mode, runs, min_seconds, warmup, input_path, seq_len, meter, port, baseline_seconds,
             output_path, as_json, quiet):
     """Time an artifact's source model in TensorFlow fp32 (the baseline edge-bench compares with)."""
     doc = measure_baseline(artifact, threads=threads, mode=mode, runs=runs, min_seconds=min_seconds, warmup=warmup,
                            input_path=input_path, meter=meter, port=port, baseline_seconds=baseline_seconds,
-                           show_progress=not quiet)
+                           show_progress=not quiet, seq_len=seq_len)
     if output_path:
         write_json(output_path, doc)
     if as_json or not output_path:

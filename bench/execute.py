@@ -38,6 +38,8 @@ def _command(run: PlannedRun, settings: StudySettings, python: str, artifact: st
         args += ["--min-seconds", str(settings.min_seconds)]
     if data and run.takes_text:
         args += ["--input", data]
+    if run.seq_len is not None:
+        args += ["--seq-len", str(run.seq_len)]
     if settings.meter and settings.meter_on == "device":
         args += ["--meter", settings.meter, "--port", port, "--baseline-seconds", str(settings.baseline_seconds)]
     return args
@@ -93,7 +95,8 @@ def new_row(run: PlannedRun, settings: StudySettings, host: dict, started: str, 
     return {
         "schema": ROW_SCHEMA, "schema_version": ROW_SCHEMA_VERSION, "key": run.key, "kind": run.kind,
         "artifact": run.artifact, "threads": run.threads, "backend": run.backend, "mode": run.mode,
-        "source": run.source, "device": run.device, "settings": settings.measurement(), "host": host,
+        "source": run.source, "device": run.device, "lengths": run.lengths, "settings": settings.measurement(),
+        "host": host,
         "started": started, "finished": utc_now(), "wall_s": 0.0, "status": "failed", "exit_code": None,
         "error": error, "other_cpu_share": None, "warnings": [], "result": None,
     }

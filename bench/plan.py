@@ -121,21 +121,27 @@ class PlannedRun:
     takes_text: bool = True        # False for a plain .tflite: no tokenizer, random inputs
     graph_sha256: Optional[str] = None  # from the metadata: a re-converted file is a new run on --resume
     device: Optional[str] = None   # edge-bench --device: the board it runs on (None: this host)
+    # With --data: None = each text at its own length, N = every request padded to N (the artifact's
+    # longest); without --data there is one run, at the longest (no key suffix).
+    lengths: Optional[str] = None  # None (no --data) | "own" | "max"
+    seq_len: Optional[int] = None  # the --seq-len of a "max" run
 
     @property
     def key(self) -> str:
         where = f"device={self.device}|" if self.device else ""
+        suffix = f"|len={self.lengths}" if self.lengths else ""
         if self.kind == BASELINE:
-            return f"{where}{BASELINE}|{self.source}|{self.mode}|threads={self.threads}"
+            return f"{where}{BASELINE}|{self.source}|{self.mode}|threads={self.threads}{suffix}"
         graph = f"|graph={self.graph_sha256[:16]}" if self.graph_sha256 else ""
-        return f"{where}{ARTIFACT}|{self.artifact}{graph}|{self.backend}|threads={self.threads}"
+        return f"{where}{ARTIFACT}|{self.artifact}{graph}|{self.backend}|threads={self.threads}{suffix}"
 
     def describe(self) -> str:
         name = Path(self.artifact).name
         where = f" on {self.device}" if self.device else ""
+        at = {"own": ", the data's own lengths", "max": f", padded to {self.seq_len}"}.get(self.lengths, "")
         if self.kind == BASELINE:
-            return f"TF fp32 {self.mode} baseline of {name}, {self.threads} thread(s){where}"
-        return f"{name}, {self.threads} thread(s), backend {self.backend}{where}"
+            return f"TF fp32 {self.mode} baseline of {name}, {self.threads} thread(s){at}{where}"
+        return f"{name}, {self.threads} thread(s), backend {self.backend}{at}{where}"
 
 
 def source_identity(metadata: dict) -> str:
@@ -174,9 +180,11 @@ def artifact_metadata(path: str) -> Optional[dict]:
 
 
 def plan_runs(artifacts: Iterable, threads: Iterable, backends: Iterable = ("auto",),
-              baseline_modes: Iterable = (), warn: Callable[[str], None] = lambda message: None) -> list:
+              baseline_modes: Iterable = (), warn: Callable[[str], None] = lambda message: None,
+              with_data: bool = False) -> list:
     """Every artifact x threads x backend, each followed by its source model's TF baselines
-    (once per source, mode and thread count) so that the two are measured close in time."""
+    (once per source, mode and thread count) so that the two are measured close in time. With
+    data, each of those twice: at the texts' own lengths and padded to the artifact's longest."""
     paths = check_artifacts(artifacts)
     modes = list(baseline_modes)
     unknown = [m for m in modes if m not in BASELINE_MODES]
@@ -191,14 +199,23 @@ def plan_runs(artifacts: Iterable, threads: Iterable, backends: Iterable = ("aut
     for thread_count in threads:
         for path in paths:
             meta = metadata[path]
+            lengths = _lengths(meta, with_data)
             for backend in backends:
-                planned.append(PlannedRun(ARTIFACT, path, thread_count, backend, takes_text=meta is not None,
-                                          graph_sha256=meta["graph"]["sha256"] if meta else None))
+                for at in lengths:
+                    planned.append(PlannedRun(ARTIFACT, path, thread_count, backend, takes_text=meta is not None,
+                                              graph_sha256=meta["graph"]["sha256"] if meta else None, **at))
             if meta is None:
                 continue
             for mode in modes:
-                run = PlannedRun(BASELINE, path, thread_count, "tensorflow", mode, source_identity(meta))
-                if run.key not in seen:
-                    seen.add(run.key)
-                    planned.append(run)
+                for at in lengths:
+                    run = PlannedRun(BASELINE, path, thread_count, "tensorflow", mode, source_identity(meta), **at)
+                    if run.key not in seen:
+                        seen.add(run.key)
+                        planned.append(run)
     return planned
+
+
+def _lengths(meta: Optional[dict], with_data: bool) -> list:
+    if not (with_data and meta):  # random inputs or sample texts: the longest sequence only
+        return [{}]
+    return [{"lengths": "own"}, {"lengths": "max", "seq_len": meta["tokenizer"]["max_seq_len"]}]

@@ -27,7 +27,7 @@ from edge_slm.common.files import atomic_write_text, prepare_out_dir
 from .plan import ARTIFACT, BASELINE
 from .plots import PLOT_FILES, render_plots
 from .store import latest_rows, read_rows
-from .summary import BUSY_SHARE, Constraints, baseline_for, recommend, summarize, three_figures
+from .summary import BUSY_SHARE, Constraints, baseline_for, own_vs_max, recommend, summarize, three_figures
 
 REPORT_FILE = "report.md"
 
@@ -127,6 +127,7 @@ def render_markdown(summaries: list, rows: list, recommendation: dict, plots: di
         lines += _host_section(summaries, rows)
         lines += _caveats_section(summaries, rows)
         lines += _results_section(summaries)
+        lines += _lengths_section(summaries)
         lines += _baseline_section(summaries)
         lines += _recommendation_section(recommendation)
     lines += _figures_section(summaries, plots, out, notes)
@@ -239,9 +240,9 @@ def _caveats_section(summaries: list, rows: list) -> list:
 def _results_section(summaries: list) -> list:
     lines = ["## Results", "",
              "Latency is per inference (tokenize + set inputs + invoke + read logits), batch 1, in ms.", "",
-             "| run | backend | weights | accuracy | p50 ms | p90 ms | p99 ms | init ms | peak RSS MB | model MB "
-             "| energy / inference | other CPU |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| run | backend | weights | accuracy | lengths | p50 ms | p90 ms | p99 ms | init ms | peak RSS MB "
+             "| model MB | MACs / inference | GOP/s | energy / inference | other CPU |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for s in summaries:
         if s.status != "ok":
             continue
@@ -250,12 +251,35 @@ def _results_section(summaries: list) -> list:
                                                                                if s.kind == BASELINE else "")
         lat = s.latency
         lines.append(f"| {_cell(s.label)} | {_cell(s.backend)} | {weights} | {_cell(s.accuracy_text)} | "
+                     f"{_cell(s.lengths_text)} | "
                      + " | ".join(three_figures(v) for v in (lat["p50"], lat["p90"], lat["p99"], s.init_ms)) + " | "
-                     f"{_mb(s.peak_rss_mb)} | {size} | {_cell(s.energy_text)} | {_share(s.other_cpu_share)} |")
+                     f"{_mb(s.peak_rss_mb)} | {size} | {_macs(s.macs_per_inference)} | {three_figures(s.gops_per_s)} | "
+                     f"{_cell(s.energy_text)} | {_share(s.other_cpu_share)} |")
     return lines + ["", "init = read + verify + load + allocate for an artifact; build + load weights + first "
                     "(tracing) call for a TF baseline (importing TensorFlow and transformers is extra, see the "
                     "baseline table). "
                     "other CPU = the share of the machine's CPU that other processes used during the run.", ""]
+
+
+def _lengths_section(summaries: list) -> list:
+    pairs = own_vs_max(summaries)
+    if not pairs:
+        return []
+    intro = ("Each run with `--data` twice: every text at its own number of tokens (a length-aware artifact "
+             "resizes its inputs per request; a fixed-length one cannot, and pads anyway) and padded to the "
+             "artifact's longest sequence, as every request of a fixed-length artifact is. Mean latency per "
+             "inference; MACs counted from the graph at the lengths it ran.")
+    header = "| run | own lengths | mean ms own | mean ms padded | speed-up | MACs own | MACs padded |"
+    cells = [(p["own"].label.replace(", own lengths", ""), p["own"].lengths_text,
+              three_figures(p["own"].latency["mean"]), three_figures(p["max"].latency["mean"]),
+              f"**{p['speedup']:.2f}x**", _macs(p["own"].macs_per_inference), _macs(p["max"].macs_per_inference))
+             for p in pairs]
+    return (["## At the data's own lengths and at the longest", "", intro, "", header, "|---|---|---:|---:|---:|---:|---:|"]
+            + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in cells] + [""])
+
+
+def _macs(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value / 1e6:.1f} M"
 
 
 def _share(value: Optional[float]) -> str:
@@ -447,8 +471,9 @@ def _method_section(rows: list) -> list:
              f"- Every run is a fresh process: `edge-run --bench` for an artifact, `edge_slm.bench.baseline` "
              f"for a TF baseline; {settings.get('warmup', '?')} warm-up runs, then {runs or 'the default runs'}.",
              "- The timed step is what an application pays per request: tokenize (the artifact's WordPiece "
-             "tokenizer) into the input buffers, set inputs, invoke, read the logits; batch 1, fixed sequence "
-             "length.",
+             "tokenizer) into the input buffers, set inputs, invoke, read the logits; batch 1. Without `--data`: the built-in "
+             "sample texts padded to the artifact's longest sequence; with it, each run twice: the texts at "
+             "their own lengths, and padded to the longest (column *lengths*).",
              "- Peak RSS is the process's VmHWM after the timed loop; init is measured inside the process."]
     if settings.get("data"):
         lines.append(f"- Texts and labels: `{settings['data']}` (accuracy only for trained weights).")

@@ -18,6 +18,8 @@ results.jsonl, one JSON object per line (schema "edge-slm.study-run", version 1)
   artifact (absolute path), threads, backend (edge-run's --backend; "tensorflow" for baselines),
   mode (baselines: "tf.function" | "eager"), source (the source model a baseline stands for),
   device (edge-bench --device: the board it ran on; null: this host),
+  lengths (with --data: "own" = each text at its own length, "max" = padded to the artifact's longest;
+  null without --data: the longest),
   settings (runs, min_seconds, warmup, data, meter, baseline_seconds), host (the facts of the machine
   it ran on; a board's include glibc and free disk from its probe),
   started, finished, wall_s, status ("ok" | "failed"), exit_code, error (one line, or null),
@@ -91,7 +93,7 @@ def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = Non
                         "run --baseline on the host (pip install 'edge-slm[host]'), or drop --baseline on the device")
     threads = list(threads) if threads else [default_threads()]
     planned = plan_runs(artifacts, threads, list(backends), baseline_modes,
-                        warn=lambda m: on_progress(f"warning: {m}"))
+                        warn=lambda m: on_progress(f"warning: {m}"), with_data=settings.data is not None)
     out = prepare_out_dir(out_dir)
     results_path = out / RESULTS_FILE
     if retry_busy and not resume:

@@ -67,7 +67,10 @@ class RunSummary:
     warnings: list = field(default_factory=list)
     device: Optional[str] = None    # edge-bench --device: the board it ran on (None: the study's host)
     run_label: str = ""             # the label without the device: the same run on every board
-
+    lengths: Optional[str] = None          # "own" | "max" (with --data), None: the longest
+    lengths_text: str = "—"                # e.g. "own (mean 25.1 tokens)", "padded to 128"
+    macs_per_inference: Optional[float] = None  # counted from the graph at the lengths it ran
+    gops_per_s: Optional[float] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,6 +100,8 @@ def summarize(row: dict) -> RunSummary:
         label = f"{name if meta else Path(row['artifact']).name}{' ' + quant if meta else ''}, {row['threads']} thr"
         if row["backend"] != "auto":
             label += f", {row['backend']}"
+    if row.get("lengths"):
+        label += ", own lengths" if row["lengths"] == "own" else ", max length"
     accuracy, accuracy_text = _accuracy(result, row, random_weights)
     device = row.get("device")
     summary = RunSummary(
@@ -121,6 +126,13 @@ def summarize(row: dict) -> RunSummary:
         summary.import_ms = bench.get("import_ms")
         summary.peak_rss_mb = (bench.get("memory") or {}).get("peak_rss_mb")
         summary.model_bytes = bench.get("parameter_bytes") if kind == BASELINE else bench.get("model_file_bytes")
+        summary.lengths = row.get("lengths")
+        sequence = bench.get("sequence")
+        if sequence:
+            summary.lengths_text = (f"own (mean {sequence['tokens']['mean']:.1f} tokens)"
+                                    if sequence["lengths"] == "own length" else sequence["lengths"])
+        work = bench.get("work") or {}
+        summary.macs_per_inference, summary.gops_per_s = work.get("macs_per_inference"), work.get("gops_per_s")
     _energy(summary, result.get("energy"), row)
     return summary
 
@@ -175,14 +187,30 @@ def _energy(summary: RunSummary, energy: Optional[dict], row: dict) -> None:
 
 
 def baseline_for(summary: RunSummary, summaries: list, mode: str = "tf.function") -> Optional[RunSummary]:
-    """The successful TF baseline of an artifact's source model at the same thread count."""
+    """The successful TF baseline of an artifact's source model at the same thread count and lengths."""
     if summary.kind != ARTIFACT or summary.source is None:
         return None
     for other in summaries:
         if (other.kind == BASELINE and other.status == "ok" and other.source == summary.source
-                and other.threads == summary.threads and other.mode == mode and other.device == summary.device):
+                and other.threads == summary.threads and other.mode == mode and other.device == summary.device
+                and other.lengths == summary.lengths):
             return other
     return None
+
+
+def own_vs_max(summaries: list) -> list:
+    """Pairs of runs (an artifact, or a baseline) measured at the data's own lengths and padded to
+    the longest: what serving each request at its own length saves."""
+    pairs = []
+    for own in summaries:
+        if own.lengths != "own" or own.status != "ok":
+            continue
+        stem = own.key.rsplit("|len=", 1)[0]
+        padded = next((s for s in summaries if s.lengths == "max" and s.status == "ok"
+                       and s.key.rsplit("|len=", 1)[0] == stem), None)
+        if padded is not None:
+            pairs.append({"own": own, "max": padded, "speedup": padded.latency["mean"] / own.latency["mean"]})
+    return pairs
 
 
 # ---- the recommendation --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class ConversionResult:
     timings: dict                  # stage -> seconds; shared stages (load, trace, convert) included
     reference_accuracy: Optional[dict] = None  # the registry's model-card figure (fp32)
     explanation: Optional[dict] = None  # where the error comes from (explain.explain), --explain or a failed mode
+    sequence: Optional[dict] = None  # {"kind": "dynamic" | "fixed", "max_len"}: the metadata's "sequence"
 
     @property
     def passed(self) -> bool:
@@ -78,7 +79,7 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
             registry_files: Iterable = (), random_init_if_offline: bool = False, seed: int = 0,
             progress: Optional[StageLog] = None, explain: bool = False,
             int8_float_layers: Iterable = DEFAULT_FLOAT_LAYERS, data: Optional[str] = None,
-            float_embeddings: bool = False) -> list:
+            float_embeddings: bool = False, fixed_length: bool = False) -> list:
     """Convert `source` (registry name, checkpoint directory or hub id) into one artifact per mode.
 
     Returns a ConversionResult per mode, in the order given. Raises EdgeError for bad input and
@@ -88,6 +89,8 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
     edge-train checkpoint's train_report.json records, else texts generated from the vocab. With
     `explain`, every quantized mode's result and report say which ops and layers carry its error
     (a failing mode's always do).
+    Artifacts serve any length up to seq_len (each request runs at its own length) unless
+    fixed_length, which pads every request to it.
     """
     modes = parse_quant_modes(quant_modes)
     check_seq_len(seq_len)
@@ -113,6 +116,7 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
                (validation_samples, calibration_samples),
                min_agreement, config_overrides, random_init_if_offline, seed, log, explain, int8_float_layers,
                data_texts, float_embeddings)
+    job.dynamic = not fixed_length
     return job.run()
 
 
@@ -158,6 +162,7 @@ class _Job:
         self.log, self.explain, self.int8_float_layers = log, explain, int8_float_layers
         self.data_texts, self.float_embeddings = data_texts, float_embeddings
         self.name = src.name
+        self.dynamic = True  # length-aware graph (shape_signature [1, -1]); False: --fixed-length
 
     # ---- the pipeline ----------------------------------------------------------------------
     def run(self) -> list:
@@ -187,8 +192,8 @@ class _Job:
         if weights.newly_initialized:
             self.log.note(self.name, f"the checkpoint has no {', '.join(weights.newly_initialized)}: that head is "
                                      "random, so the artifact's predictions mean nothing until it is fine-tuned")
-        with self.log.stage(self.name, "trace", f"{spec.tf_class} [1, {seq_len}]"):
-            frozen = trace(model, spec, seq_len)
+        with self.log.stage(self.name, "trace", f"{spec.tf_class} [1, {'<= ' if self.dynamic else ''}{seq_len}]"):
+            frozen = trace(model, spec, seq_len, self.dynamic)
 
         tokenizer = None
         if self.validate or self.explain or any(m.integer for m in self.modes):
@@ -196,7 +201,7 @@ class _Job:
         reference = None
         if self.validate:
             with self.log.stage(self.name, "validate", f"TF reference on {len(texts.texts)} texts"):
-                reference = compute_reference(model, tokenizer, texts.texts, seq_len, spec)
+                reference = compute_reference(model, tokenizer, texts.texts, seq_len, spec, padded=not self.dynamic)
 
         fp32_graph = None
         if any(m.name == "fp32" or m.integer or self.explain or self.float_embeddings for m in self.modes):
@@ -215,7 +220,8 @@ class _Job:
                 self.log.note(self.name, f"calibrating {mode.name} on {len(calibration_texts.texts)} texts "
                                          f"({calibration_texts.source})")
                 with self.log.stage(self.name, "quantize", mode.name):
-                    representative = self._representative(tokenizer, calibration_texts, seq_len, fp32_graph)
+                    representative = self._representative(tokenizer, calibration_texts, seq_len, fp32_graph,
+                                                          padded=not self.dynamic)
                     kept = float_nodes(fp32_graph, self.int8_float_layers) if mode.name == "int8" else []
                     graph = quantize_integer(soften_attention_mask(fp32_graph, MASK_MAGNITUDE_FOR_INTEGER_MODES),
                                              mode, representative, kept)
@@ -240,7 +246,7 @@ class _Job:
 
     def _finish(self, mode: QuantMode, graph: bytes, facts: dict, ctx: dict) -> ConversionResult:
         spec, config, labels, seq_len = ctx["spec"], ctx["config"], ctx["labels"], ctx["seq_len"]
-        inputs = check_graph_io(facts, spec, seq_len, len(labels))
+        inputs = check_graph_io(facts, spec, seq_len, len(labels), self.dynamic)
         path = self.out / artifact_name(self.name, mode.name, self.compat)
         report_path = path.with_name(path.name + ".report.json")
         weights = ctx["weights"]
@@ -256,6 +262,8 @@ class _Job:
             "created": utc_now(),
             "weights": weights.as_dict(),
             "compat": self.compat.name if self.compat else None,
+            # Readers of format 1 without this key: a fixed-length graph (artifacts before it existed).
+            "sequence": {"kind": "dynamic" if self.dynamic else "fixed", "max_len": seq_len},
             "graph_ops": {k: facts[k] for k in ("op_count", "float_op_count", "float_op_types", "op_versions")},
             "quantization_detail": mode.description,
             "float_embeddings": self.float_embeddings and mode.name == "dynamic",  # --float-embeddings
@@ -269,7 +277,7 @@ class _Job:
                       random_weights=weights.random_weights, source=self.src.description)
         provisional = write_artifact(self.scratch / path.name, graph, build_metadata(**common, extra=extra),
                                      ctx["vocab"], labels)
-        check_runtime_survives(provisional, mode)  # even with --no-validate: never ship a crashing graph
+        check_runtime_survives(provisional, mode, seq_len)  # even with --no-validate: never ship a crashing graph
         validation = None
         if self.validate:
             with self.log.stage(self.name, "validate", mode.name):
@@ -292,14 +300,15 @@ class _Job:
                       "graph": {"bytes": len(graph), "sha256": graph_sha256(graph), **facts},
                       "file_bytes": path.stat().st_size if written else None,
                       "validation": extra["validation"], "timings_seconds": timings,
-                      **{k: extra[k] for k in ("model", "tools", "weights", "compat")},
+                      **{k: extra[k] for k in ("model", "tools", "weights", "compat", "sequence")},
                       "calibration": extra.get("calibration"), "explain": explanation}
             atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
         return ConversionResult(model=self.name, quant=mode.name, artifact_path=str(path) if written else None,
                                 report_path=str(report_path), seq_len=seq_len, graph_bytes=len(graph),
                                 file_bytes=report["file_bytes"], random_weights=weights.random_weights,
                                 validation=validation, timings=timings,
-                                reference_accuracy=extra["model"]["reference"], explanation=explanation)
+                                reference_accuracy=extra["model"]["reference"], explanation=explanation,
+                                sequence=extra["sequence"])
 
     def _explain(self, mode: QuantMode, graph: bytes, ctx: dict) -> dict:
         """The ops and layers that carry `graph`'s error against the fp32 graph it was made from, on the
@@ -379,15 +388,16 @@ class _Job:
         return str(path)
 
     @staticmethod
-    def _representative(tokenizer, texts: Texts, seq_len: int, fp32_graph: bytes):
-        """Calibration inputs in the fp32 graph's input order."""
+    def _representative(tokenizer, texts: Texts, seq_len: int, fp32_graph: bytes, padded: bool):
+        """Calibration inputs in the fp32 graph's input order: each text at its own length for a
+        length-aware graph (the calibrator resizes the inputs), as the device will run it."""
 
         order = [t["name"] for t in graph_facts(fp32_graph)["inputs"]]
-        encoded = encode(tokenizer, texts.texts, seq_len)
+        rows = [encode(tokenizer, [text], seq_len, padded) for text in texts.texts]
 
         def samples():
-            for i in range(len(texts.texts)):
-                yield [encoded[name][i:i + 1] for name in order]
+            for row in rows:
+                yield [row[name] for name in order]
 
         return samples
 

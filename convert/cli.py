@@ -36,7 +36,9 @@ def _split_modes(ctx, param, values) -> list:
 @click.argument("models", nargs=-1, metavar="MODEL...")
 @click.option("--quant", "quant_modes", multiple=True, callback=_split_modes,
               help=f"Quantization, repeatable or comma-separated: {', '.join(QUANT_MODES)} (default dynamic).")
-@click.option("--seq-len", type=int, help="Fixed sequence length of the graph (default: registry, else 128).")
+@click.option("--seq-len", type=int, help="Longest sequence the graph serves (default: registry, else 128).")
+@click.option("--fixed-length", is_flag=True, help="Trace at exactly --seq-len: every request padded to it "
+                                                   "(default: each request runs at its own length).")
 @click.option("--calibration", help="Texts for int8/int16x8 calibration and for validation: TSV/CSV/JSONL/plain "
                                     "(default: texts generated from the vocab).")
 @click.option("--data", help="Texts to validate on, not trained on (e.g. the dev set): TSV/CSV/JSONL/plain. "
@@ -67,7 +69,7 @@ def _split_modes(ctx, param, values) -> list:
 @click.option("-o", "--out-dir", default=".", show_default=True, help="Where the artifacts and reports go.")
 @output_options
 @click.option("--list", "list_models", is_flag=True, help="List the registry's models and exit.")
-def command(models, quant_modes, seq_len, calibration, data, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
+def command(models, quant_modes, seq_len, fixed_length, calibration, data, validation_samples, calibration_samples, compat, random_init, random_init_if_offline,
             no_validate, min_agreement, int8_float_layers, float_embeddings, explain, registry_files, out_dir, as_json, quiet, list_models):
     """Convert BERT-family models (registry name, checkpoint directory or hub id owner/name) into
     quantized, validated TFLite artifacts for edge-run.
@@ -88,7 +90,8 @@ def command(models, quant_modes, seq_len, calibration, data, validation_samples,
                                validation_samples=validation_samples,
                                calibration_samples=calibration_samples, min_agreement=min_agreement, registry_files=registry_files,
                                random_init_if_offline=random_init_if_offline, progress=log, explain=explain, data=data, float_embeddings=float_embeddings,
-                               int8_float_layers=[g for g in int8_float_layers.split(",") if g.strip() not in ("", "none")])
+                               int8_float_layers=[g for g in int8_float_layers.split(",") if g.strip() not in ("", "none")],
+                               fixed_length=fixed_length)
         except ValidationFailed as e:  # the other models still get converted
             results += e.results
             failures.append(e)

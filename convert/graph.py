@@ -1,6 +1,7 @@
 """TF model -> TFLite flatbuffers, one per quantization mode, sharing the expensive steps.
 
-The graph the device runs: int32 inputs [1, seq_len] named after their roles, float32 logits
+The graph the device runs: int32 inputs [1, n] named after their roles (n any length up to the
+maximum by default, shape_signature [1, -1]; exactly seq_len with --fixed-length), float32 logits
 [1, num_labels]. Two measured choices keep conversion fast:
 - the traced function is handed to the converter without a trackable object, so TF does not
   re-save the whole Keras model as a SavedModel on every call (that re-trace was ~85 % of
@@ -72,8 +73,10 @@ class CompatTarget:
 COMPAT_TARGETS = {t.name: t for t in (CompatTarget("tflite-runtime-2.14", per_tensor_dynamic_dense=True),)}
 
 
-def trace(model, spec: ArchitectureSpec, seq_len: int) -> tuple:
-    """Trace and freeze the function serving logits for one fixed-length sequence, once.
+def trace(model, spec: ArchitectureSpec, seq_len: int, dynamic: bool = True) -> tuple:
+    """Trace and freeze the function serving logits, once: for any length up to seq_len (dynamic,
+    input shape_signature [1, -1]: the runtime resizes the inputs to each request's length), or for
+    exactly seq_len tokens (--fixed-length: every request padded to seq_len).
 
     Returns what TF's converter computes in its own freezing step: (graph_def, input tensors,
     output tensors, frozen function). Autograph is off: the transformers TF classes are plain
@@ -82,7 +85,7 @@ def trace(model, spec: ArchitectureSpec, seq_len: int) -> tuple:
     tf = tensorflow()
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph  # deferred: TensorFlow loads only when converting
 
-    signature = [tf.TensorSpec([1, seq_len], tf.int32, name=name) for name in spec.inputs]
+    signature = [tf.TensorSpec([1, None if dynamic else seq_len], tf.int32, name=name) for name in spec.inputs]
 
     def serve(*inputs):
         return {"logits": model(dict(zip(spec.inputs, inputs)), training=False).logits}
@@ -166,7 +169,8 @@ def graph_facts(graph: bytes) -> dict:
     interpreter = Interpreter(model_content=graph)  # the device runtime's view of the graph
 
     def tensors(details):
-        return [{"name": d["name"], "shape": [int(x) for x in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+        return [{"name": d["name"], "shape": [int(x) for x in d["shape"]],
+                 "shape_signature": [int(x) for x in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name}
                 for d in details]
 
     model = flatbuffer_utils.convert_bytearray_to_object(graph)
@@ -195,14 +199,15 @@ def graph_facts(graph: bytes) -> dict:
     }
 
 
-def check_graph_io(facts: dict, spec: ArchitectureSpec, seq_len: int, num_labels: int) -> list:
+def check_graph_io(facts: dict, spec: ArchitectureSpec, seq_len: int, num_labels: int, dynamic: bool = True) -> list:
     """[{"name", "role"}] of the inputs, after checking the graph is the one the device expects."""
     inputs = facts["inputs"]
     roles = []
+    expected = [1, -1] if dynamic else [1, seq_len]
     for tensor in inputs:
         role = tensor["name"] if tensor["name"] in spec.inputs else None  # trace() names them by role
-        if role is None or tensor["shape"] != [1, seq_len] or tensor["dtype"] != "int32":
-            raise RuntimeError(f"converted graph input {tensor} is not an int32 [1, {seq_len}] {spec.inputs}")
+        if role is None or tensor["shape_signature"] != expected or tensor["dtype"] != "int32":
+            raise RuntimeError(f"converted graph input {tensor} is not an int32 {expected} {spec.inputs}")
         roles.append({"name": tensor["name"], "role": role})
     if sorted(r["role"] for r in roles) != sorted(spec.inputs):
         raise RuntimeError(f"converted graph inputs {inputs} do not match {spec.inputs}")
@@ -216,6 +221,10 @@ _RUN_ONCE = """
 import sys, numpy as np
 from ai_edge_litert.interpreter import Interpreter
 interpreter = Interpreter(model_path=sys.argv[1])
+length = int(sys.argv[2])  # a length-aware graph runs at its longest: the shapes its kernels must take
+for d in interpreter.get_input_details():
+    if -1 in d["shape_signature"]:
+        interpreter.resize_tensor_input(d["index"], [1, length])
 interpreter.allocate_tensors()
 for d in interpreter.get_input_details():
     interpreter.set_tensor(d["index"], np.ones(d["shape"], d["dtype"]))
@@ -223,11 +232,11 @@ interpreter.invoke()
 """
 
 
-def check_runtime_survives(path, mode: QuantMode, timeout: float = 300) -> None:
+def check_runtime_survives(path, mode: QuantMode, max_len: int, timeout: float = 300) -> None:
     """Load and run the graph once in a child process: some graphs TF produces abort the TFLite
     runtime in a kernel's Prepare (e.g. TF 2.21's 16x8 BERT graphs, in SUB), which would kill
     this process, and on the device the app, instead of raising."""
-    child = subprocess.run([sys.executable, "-c", _RUN_ONCE, str(path)], capture_output=True, text=True,
+    child = subprocess.run([sys.executable, "-c", _RUN_ONCE, str(path), str(max_len)], capture_output=True, text=True,
                            timeout=timeout)
     if child.returncode < 0 or child.returncode > 1:
         raise EdgeError(f"the {mode.name} graph crashes the TFLite runtime (ai-edge-litert) when it runs "

@@ -26,6 +26,7 @@ class Reference:
     texts: list
     token_ids: list            # HF's ids per text, without padding
     logits: np.ndarray         # (n, num_labels) float32
+    padded: bool = True        # False: each text ran at its own length
 
 
 def hf_tokenizer(vocab_path: str, settings: dict):
@@ -37,22 +38,31 @@ def hf_tokenizer(vocab_path: str, settings: dict):
                              **{k: settings[k] for k in ("unk_token", "cls_token", "sep_token", "pad_token", "mask_token")})
 
 
-def encode(tokenizer, texts: list, seq_len: int) -> dict:
-    """int32 (n, seq_len) input_ids/attention_mask/token_type_ids, padded and truncated like the device."""
-    batch = tokenizer(list(texts), padding="max_length", truncation=True, max_length=seq_len,
-                      return_tensors="np", return_token_type_ids=True, return_attention_mask=True)
+def encode(tokenizer, texts: list, seq_len: int, padded: bool = True) -> dict:
+    """int32 (n, seq_len) input_ids/attention_mask/token_type_ids, padded and truncated like the device;
+    padded=False: (n, the texts' own length), for texts of one length (or a single text)."""
+    batch = tokenizer(list(texts), padding="max_length" if padded else "longest", truncation=True,
+                      max_length=seq_len, return_tensors="np", return_token_type_ids=True,
+                      return_attention_mask=True)
     return {name: np.asarray(batch[name], dtype=np.int32) for name in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def reference(model, tokenizer, texts: list, seq_len: int, spec: ArchitectureSpec) -> Reference:
+def reference(model, tokenizer, texts: list, seq_len: int, spec: ArchitectureSpec, padded: bool = True) -> Reference:
+    """The TF model's logits: on every text padded to seq_len (what a fixed-length graph computes), or
+    (padded=False) on each text's own tokens, as a length-aware graph runs it. Unpadded, texts of one
+    length share a batch; MobileBERT's logits differ between the two (README: "Length-aware artifacts")."""
     encoded = encode(tokenizer, texts, seq_len)
     lengths = encoded["attention_mask"].sum(axis=1)
     token_ids = [row[:n].tolist() for row, n in zip(encoded["input_ids"], lengths)]
-    rows = []
-    for start in range(0, len(texts), REFERENCE_BATCH):
-        chunk = {name: encoded[name][start:start + REFERENCE_BATCH] for name in spec.inputs}
-        rows.append(np.asarray(model(chunk, training=False).logits, dtype=np.float32))
-    return Reference(list(texts), token_ids, np.concatenate(rows))
+    logits = np.zeros((len(texts), model.config.num_labels), np.float32)
+    groups = [np.arange(len(texts))] if padded else [np.flatnonzero(lengths == n) for n in np.unique(lengths)]
+    for group in groups:
+        for start in range(0, len(group), REFERENCE_BATCH):
+            rows = group[start:start + REFERENCE_BATCH]
+            width = seq_len if padded else int(lengths[rows[0]])
+            chunk = {name: encoded[name][rows, :width] for name in spec.inputs}
+            logits[rows] = np.asarray(model(chunk, training=False).logits, dtype=np.float32)
+    return Reference(list(texts), token_ids, logits, padded)
 
 
 RANDOM_WEIGHTS_NOTE = ("random weights: their logits are near ties, so quantization noise flips labels "
@@ -102,6 +112,7 @@ def compare(ref: Reference, device_model, min_agreement: float, enforced: bool =
                            for text, ids in zip(ref.texts, ref.token_ids))
     return {
         "texts": len(ref.texts),
+        "lengths": f"padded to {device_model.seq_len}" if ref.padded else "each text's own",
         "max_abs_logit_diff": float(delta.max()),
         "mean_abs_logit_diff": float(delta.mean()),
         "mean_cosine": float(cosine.mean()),

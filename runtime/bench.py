@@ -16,6 +16,8 @@ from edge_slm.common.cli import DEFAULT_RUNS, DEFAULT_WARMUP, warn
 from edge_slm.common.documents import memory_mb
 from edge_slm.common.progress import Progress
 
+from .work import work_summary
+
 # Used when --bench gets no texts: movie-review sentences of typical SST-2 length.
 SAMPLE_TEXTS = (
     "a gorgeous , witty , seductive movie .",
@@ -43,6 +45,11 @@ class Runnable(Protocol):
     tokenizer: Optional[object]  # None: a plain .tflite, fed random inputs
     init_seconds: float
     file_bytes: Optional[int]    # the model file's size; None for a model that lives only in memory
+    run_length: int              # the sequence length the prepared request runs at
+    sequence: object             # engine.SequenceBuffers: how long each request runs
+    mac_counter: Optional[object]  # work.MacCounter of the graph, None: not counted
+    resizes: int                 # input resizes so far (a length-aware graph, when the length changes)
+    resize_seconds: float
 
     def prepare(self, text: str) -> int: ...
 
@@ -57,6 +64,7 @@ class Benchmark:
         self.uses_text = model.tokenizer is not None
         self.texts = list(texts or SAMPLE_TEXTS) if self.uses_text else []
         self.first_inference_ms = None
+        self.run_lengths: list = []
         self.warmup_runs = 0
         self._cursor = 0
         if not self.uses_text:
@@ -75,6 +83,7 @@ class Benchmark:
         for _ in range(warmup):
             self._step()
         self.warmup_runs = warmup
+        self._cursor = 0  # the timed loop takes the texts in order from the first
 
     def _step(self) -> None:
         if self.uses_text:
@@ -91,6 +100,9 @@ class Benchmark:
         model = self.model
         prepare_ns = []
         total_ns = []
+        tokens = []
+        lengths = []
+        resizes_before, resize_seconds_before = model.resizes, model.resize_seconds
         memory_before = memory_mb()
         clock = time.perf_counter_ns
         # The window on this machine's monotonic clock: a meter read by another machine (edge-bench
@@ -101,16 +113,18 @@ class Benchmark:
         while len(total_ns) < runs or clock() < deadline:
             t0 = clock()
             if self.uses_text:
-                model.prepare(self._next_text())
+                tokens.append(model.prepare(self._next_text()))
             t1 = clock()
             model.run_prepared()
             t2 = clock()
             prepare_ns.append(t1 - t0)
             total_ns.append(t2 - t0)
+            lengths.append(model.run_length)
             if progress is not None:
                 progress.update()
         wall_s = (clock() - loop_start) / 1e9
         window_end = time.monotonic()
+        self.run_lengths = lengths
         memory_after = memory_mb()
         latencies_ms = [ns / 1e6 for ns in total_ns]
         stats = latency_stats(latencies_ms)
@@ -135,8 +149,25 @@ class Benchmark:
                 "peak_rss_mb": memory_after["peak_rss_mb"],
             },
             "model_file_bytes": model.file_bytes,
+            "sequence": {**sequence_summary(model.sequence, tokens or lengths, lengths),
+                         "resizes": model.resizes - resizes_before,
+                         "resize_ms_total": round((model.resize_seconds - resize_seconds_before) * 1e3, 3)},
             "latencies_ms": [round(x, 4) for x in latencies_ms],
         }
+
+
+def sequence_summary(buffers, tokens: list, lengths: list) -> dict:
+    """How long the timed requests were: real tokens, and the length each ran at (its own, or
+    padded to --seq-len / a fixed-length graph's length)."""
+    policy = "own length" if buffers.pad_to is None else f"padded to {buffers.pad_to}"
+    return {"graph": "dynamic" if buffers.dynamic else "fixed", "max_len": buffers.max_len, "lengths": policy,
+            "tokens": distribution(tokens), "run_length": distribution(lengths)}
+
+
+def distribution(values: list) -> dict:
+    ordered = sorted(values)
+    return {"mean": sum(ordered) / len(ordered), "p50": percentile(ordered, 50), "p90": percentile(ordered, 90),
+            "min": ordered[0], "max": ordered[-1]}
 
 
 def percentile(sorted_values: list, q: float) -> float:
@@ -174,8 +205,12 @@ def run_benchmark(model: Runnable, texts=None, warmup: int = DEFAULT_WARMUP, run
         return stats["runs"], stats
 
     if around_loop is None:
-        return loop()[1], None
-    energy, stats = around_loop(loop)
+        stats, energy = loop()[1], None
+    else:
+        energy, stats = around_loop(loop)
+    # After the loop and outside the metered window: counting runs the graph once per length.
+    counter = model.mac_counter
+    stats["work"] = work_summary(counter, bench.run_lengths, stats["latencies_ms"]) if counter else None
     return stats, energy
 
 

@@ -21,7 +21,7 @@ from edge_slm.common.files import write_json
 from edge_slm.common.progress import Progress
 
 from .backends import BACKEND_CHOICES
-from .bench import energy_around_loop, run_benchmark
+from .bench import distribution, energy_around_loop, run_benchmark
 from .data import read_dataset
 from .engine import Model, load_model
 from .metrics import evaluate
@@ -30,10 +30,19 @@ from .metrics import evaluate
 def run(model_path, *, texts=(), input_path=None, text_column=None, label_column=None, input_format=None,
         bench=False, runs=None, min_seconds=None, warmup=DEFAULT_WARMUP, threads=None, backend="auto",
         meter=None, port=None, baseline_seconds=DEFAULT_IDLE_SECONDS, samples_csv=None, show_progress=True,
-        on_prediction=None) -> dict:
+        on_prediction=None, seq_len=None) -> dict:
     """Everything `edge-run` does, as a library call. Raises EdgeError on bad input, and RunInterrupted
-    (carrying what was finished) on Ctrl-C or SIGTERM."""
+    (carrying what was finished) on Ctrl-C or SIGTERM.
+
+    Predictions run each text at its own length (a length-aware artifact; a fixed-length one pads).
+    The benchmark times `seq_len` tokens per request when given; else the texts' own lengths when
+    the texts are the user's (--text, --input: one pass over them unless --runs/--min-seconds), and
+    the artifact's longest sequence for the built-in sample texts or random inputs."""
     _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads, meter, port, baseline_seconds)
+    if seq_len is not None and not bench:
+        raise EdgeError("--seq-len sets the length --bench times", "add --bench, e.g. --bench --seq-len 32")
+    if seq_len is not None and seq_len < 2:
+        raise EdgeError(f"--seq-len must be 2 or more ([CLS] and [SEP]), got {seq_len}", "e.g. --seq-len 32")
     dataset = read_dataset(input_path, text_column, label_column, input_format) if input_path else None
     model = load_model(model_path, backend=backend, threads=threads)
     doc = new_document()
@@ -42,7 +51,7 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
     doc["model"] = model.describe()
     try:
         _run_into(doc, model, texts, dataset, bench, runs, min_seconds, warmup, meter, port, baseline_seconds,
-                  samples_csv, show_progress, on_prediction)
+                  samples_csv, show_progress, on_prediction, seq_len)
     except KeyboardInterrupt:
         raise RunInterrupted(dict(doc, interrupted=True)) from None
     return doc
@@ -57,17 +66,24 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def _run_into(doc, model, texts, dataset, bench, runs, min_seconds, warmup, meter, port, baseline_seconds,
-              samples_csv, show_progress, on_prediction) -> None:
+              samples_csv, show_progress, on_prediction, seq_len) -> None:
     if texts or dataset:
         model.require_tokenizer()
         all_texts = list(texts) + (dataset.texts if dataset else [])
         doc["predictions"] = []  # filled as predictions are made: an interrupt keeps them
         _predict(model, all_texts, dataset, show_progress, on_prediction, doc["predictions"])
+        doc["predictions_summary"] = _predictions_summary(doc["predictions"])
         if dataset is not None and dataset.labels is not None:
             doc["evaluation"] = evaluate(model, dataset, doc["predictions"][len(texts):])
 
     if bench:
         bench_texts = (list(texts) + (dataset.texts if dataset else [])) if model.tokenizer else None
+        if model.dynamic and not model.metadata and seq_len is None:
+            raise EdgeError(f"{model.artifact.path} takes any sequence length and, without edge-slm metadata, "
+                            "does not say its longest", "pass --seq-len N, e.g. --seq-len 128")
+        model.sequence.pad_every_request_to(seq_len or (None if bench_texts else model.seq_len))
+        if dataset is not None and bench_texts and runs is None and min_seconds is None:
+            runs = len(bench_texts)  # the file's texts, each once, in order
         progress = Progress("bench", total=runs, seconds=min_seconds, enabled=None if show_progress else False)
         around = energy_around_loop(meter, port, baseline_seconds, samples_csv) if meter else None
         with progress:
@@ -90,15 +106,26 @@ def _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads,
         raise EdgeError("--meter measures energy during --bench", "add --bench")
 
 
+def _predictions_summary(predictions: list) -> dict:
+    """Latency per text and the texts' token counts: what serving these texts costs."""
+    latencies = [p["latency_ms"] for p in predictions]
+    return {"texts": len(predictions), "latency_ms": distribution(latencies),
+            "cpu_ms": distribution([p["cpu_ms"] for p in predictions]),
+            "tokens": distribution([p["tokens"] for p in predictions])}
+
+
 def _predict(model: Model, texts, dataset, show_progress, on_prediction, predictions: list) -> None:
     progress = Progress("predict", total=len(texts), enabled=None if show_progress else False)
     first_dataset_row = len(texts) - (len(dataset.texts) if dataset else 0)
     with progress:
         for i, text in enumerate(texts):
-            start = time.perf_counter()
-            p = model.predict_one(text)
+            start, cpu_start = time.perf_counter(), time.thread_time()
+            tokens = model.prepare(text)
+            p = model.to_prediction(model.run_prepared())
             row = {"text": text, "label": p.label, "index": p.index, "probability": p.probability,
-                   "probabilities": p.probabilities, "latency_ms": (time.perf_counter() - start) * 1e3}
+                   "probabilities": p.probabilities, "latency_ms": (time.perf_counter() - start) * 1e3,
+                   # this thread's CPU time: the work itself, without waits for a shared CPU (1 thread)
+                   "cpu_ms": (time.thread_time() - cpu_start) * 1e3, "tokens": tokens}
             if dataset is not None and i >= first_dataset_row:
                 j = i - first_dataset_row
                 row["line"] = dataset.line_numbers[j]
@@ -120,6 +147,11 @@ def render_text(doc: dict) -> str:
             lines.append(f"{p['label']:<12} {p['probability']:.4f}  {p['latency_ms']:7.2f} ms  {_clip(p['text'])}")
     if doc["evaluation"] is not None:
         lines.extend(_render_evaluation(doc["evaluation"]))
+    summary = doc.get("predictions_summary")
+    if summary and doc["evaluation"] is not None:  # else each prediction's line shows its latency
+        lat, tok = summary["latency_ms"], summary["tokens"]
+        lines.append(f"latency    mean {lat['mean']:.3f} ms per text (p50 {lat['p50']:.3f}) over {summary['texts']} "
+                     f"texts of {_lengths_text(tok)} tokens, {doc['model']['sequence']['kind']}-length graph")
     if doc["benchmark"] is not None:
         lines.extend(_render_benchmark(doc, random_weights))
     if doc["energy"] is not None:
@@ -167,7 +199,19 @@ def _render_benchmark(doc: dict, random_weights) -> list:
         lines.append(f"prepare    {b['prepare_ms_p50']:.3f} ms p50 tokenize+fill ({b['prepare_share_of_p50'] * 100:.1f} % of p50)")
     m = b["memory"]
     lines.append(f"memory     peak RSS {m['peak_rss_mb']:.1f} MB, RSS growth over the loop {m['rss_growth_mb']:+.2f} MB")
+    seq = b["sequence"]
+    lines.append(f"lengths    {seq['graph']}-length graph (max {seq['max_len']}), {seq['lengths']}: "
+                 f"{_lengths_text(seq['tokens'])} tokens"
+                 + (f"; {seq['resizes']} resizes, {seq['resize_ms_total']:.1f} ms in all" if seq["resizes"] else ""))
+    work = b.get("work") or {}
+    if work.get("macs_per_inference") is not None:
+        lines.append(f"work       {work['macs_per_inference'] / 1e6:.1f} M multiply-accumulates per inference "
+                     f"(mean), {work['gops_per_s']:.1f} GOP/s achieved")
     return lines
+
+
+def _lengths_text(d: dict) -> str:
+    return f"mean {d['mean']:.1f}, p50 {d['p50']:g}, p90 {d['p90']:g}, max {d['max']:g}"
 
 
 def _render_energy(e: dict) -> list:
@@ -209,6 +253,8 @@ def _render_energy(e: dict) -> list:
 @click.option("--label-column", help="Label column name or index (default: auto).")
 @click.option("--input-format", type=click.Choice(["plain", "tsv", "csv", "jsonl"]), help="Override detection.")
 @click.option("--bench", is_flag=True, help="Benchmark latency and memory.")
+@click.option("--seq-len", type=int, help="--bench: time requests of this many tokens [default: the texts' own "
+                                          "lengths with --text/--input, else the artifact's longest].")
 @loop_options
 @click.option("--threads", type=int, help="Interpreter threads (default: the runtime's).")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
@@ -217,7 +263,7 @@ def _render_energy(e: dict) -> list:
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON line per prediction as it is made.")
 @click.option("-o", "--output", "output_path", help="Also write the result document to this FILE (atomically).")
 @output_options
-def command(model_path, texts, input_path, text_column, label_column, input_format, bench, runs, min_seconds,
+def command(model_path, texts, input_path, text_column, label_column, input_format, bench, seq_len, runs, min_seconds,
             warmup, threads, backend, meter, port, baseline_seconds, samples_csv, as_json, as_jsonl,
             output_path, quiet):
     """Run a BERT-family .tflite: predict, evaluate accuracy, benchmark latency, memory and energy."""
@@ -229,7 +275,7 @@ def command(model_path, texts, input_path, text_column, label_column, input_form
                   label_column=label_column, input_format=input_format, bench=bench, runs=runs,
                   min_seconds=min_seconds, warmup=warmup, threads=threads, backend=backend, meter=meter, port=port,
                   baseline_seconds=baseline_seconds, samples_csv=samples_csv, show_progress=not quiet,
-                  on_prediction=on_prediction)
+                  on_prediction=on_prediction, seq_len=seq_len)
     except RunInterrupted as interrupted:
         if output_path:  # what was finished is kept, marked "interrupted": true
             write_json(output_path, interrupted.document)

@@ -55,7 +55,8 @@ def _require_tf():
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory, minilm_dir):
-    """Tiny random-init BERT artifacts (2 layers, hidden 32, seq 16): {quant: path}."""
+    """Tiny random-init BERT artifacts (2 layers, hidden 32, seq 16): {quant: path}, length-aware, and
+    "fixed-fp32" (--fixed-length)."""
     _require_tf()
     from edge_slm.convert.api import convert
 
@@ -63,7 +64,9 @@ def tiny_artifacts(tmp_path_factory, minilm_dir):
     checkpoint = write_tiny_checkpoint(out / "tiny-bert", minilm_dir, model_type="bert")
     results = convert(str(checkpoint), quant_modes=["fp32", "dynamic"], seq_len=TINY_SEQ_LEN,
                       out_dir=str(out), random_init=True, validate=False)
-    return {r.quant: Path(r.artifact_path) for r in results}
+    fixed = convert(str(checkpoint), quant_modes=["fp32"], seq_len=TINY_SEQ_LEN, out_dir=str(out / "fixed"),
+                    random_init=True, validate=False, fixed_length=True)
+    return {**{r.quant: Path(r.artifact_path) for r in results}, "fixed-fp32": Path(fixed[0].artifact_path)}
 
 
 def write_tiny_checkpoint(directory: Path, minilm_dir: Path, model_type: str = "bert") -> Path:
@@ -94,6 +97,11 @@ def tiny_fp32(tiny_artifacts) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dynamic(tiny_artifacts) -> Path:
     return tiny_artifacts["dynamic"]
+
+
+@pytest.fixture(scope="session")
+def tiny_fixed(tiny_artifacts) -> Path:
+    return tiny_artifacts["fixed-fp32"]
 
 
 @pytest.fixture

@@ -162,11 +162,13 @@ def test_accuracy_only_for_trained_weights_on_labelled_data(tiny_dynamic, tmp_pa
     data.write_text("sentence\tlabel\na gorgeous film\t1\na dull film\t0\nfine\t1\n")
     outcome = run_study([tiny_dynamic, trained], tmp_path / "study", threads=[1],
                         settings=StudySettings(runs=5, warmup=1, data=str(data)))
-    random_run, trained_run = (summarize(r) for r in outcome.rows)
+    # With --data each artifact runs twice: at the texts' own lengths, and padded to its longest.
+    assert [r["lengths"] for r in outcome.rows] == ["own", "max"] * 2
+    random_run, _, trained_run, _ = (summarize(r) for r in outcome.rows)
     assert random_run.accuracy is None and random_run.accuracy_text == RANDOM_WEIGHTS_ACCURACY
-    evaluation = outcome.rows[1]["result"]["evaluation"]
+    evaluation = outcome.rows[2]["result"]["evaluation"]
     assert evaluation["examples"] == 3 and trained_run.accuracy == evaluation["accuracy"]
-    assert outcome.rows[1]["result"]["predictions"] is None and outcome.rows[1]["result"]["predictions_dropped"] == 3
+    assert outcome.rows[2]["result"]["predictions"] is None and outcome.rows[2]["result"]["predictions_dropped"] == 3
     md = outcome.report.markdown.read_text()
     assert f"| {trained_run.accuracy_text} |" in md and re.search(r"\d+\.\d % \(\d/3\)", trained_run.accuracy_text)
     assert "Pareto front" in md  # one run has a real accuracy: the accuracy-vs-latency plot is drawn
@@ -219,3 +221,30 @@ def test_plan_orders_each_artifact_next_to_its_baseline(tiny_dynamic, tiny_fp32,
     assert warnings == ["no TF baseline for plain.tflite: it has no edge-slm metadata naming its source model"]
     assert len({r.key for r in planned}) == len(planned)
     json.dumps([r.key for r in planned])  # keys are plain strings, stored in results.jsonl
+
+
+def test_data_runs_every_artifact_and_baseline_at_own_lengths_and_padded(tiny_dynamic, tmp_path):
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\na gorgeous film\t1\na dull , lifeless and overlong film\t0\nfine\t1\n")
+    planned = plan_runs([tiny_dynamic], [1], ["auto"], ["tf.function"], with_data=True)
+    assert [(r.kind, r.lengths, r.seq_len) for r in planned] == [
+        ("artifact", "own", None), ("artifact", "max", 16), ("tf-baseline", "own", None), ("tf-baseline", "max", 16)]
+    outcome = run_study([tiny_dynamic], tmp_path / "study", threads=[1], baseline_modes=["tf.function"],
+                        settings=StudySettings(runs=6, warmup=1, data=str(data)))
+    assert all(row["status"] == "ok" for row in outcome.rows), [row["error"] for row in outcome.rows]
+    benches = [row["result"]["benchmark"] for row in outcome.rows]
+    own_tokens = [5, 10, 3]  # [CLS] ... [SEP] of the three texts
+    for bench, lengths in zip(benches, ("own", "max") * 2):
+        if lengths == "own":
+            assert bench["sequence"]["lengths"] == "own length"
+            assert bench["sequence"]["tokens"]["mean"] == pytest.approx(sum(own_tokens) / 3)
+        else:
+            assert bench["sequence"]["lengths"] == "padded to 16" and bench["sequence"]["run_length"]["min"] == 16
+        assert bench["work"]["macs_per_inference"] > 0  # the baseline's counted on the artifact's graph
+    # Same model, same lengths: the baseline did the artifact's work.
+    assert benches[2]["work"]["macs_per_inference"] == benches[0]["work"]["macs_per_inference"]
+    assert benches[0]["work"]["macs_per_inference"] < benches[1]["work"]["macs_per_inference"]
+    md = outcome.report.markdown.read_text()
+    section = md.split("## At the data's own lengths and at the longest")[1].split("\n## ")[0]
+    assert section.count("x** |") == 2  # the artifact and its TF baseline, each own vs padded
+    assert "own (mean 6.0 tokens)" in md and "padded to 16" in md

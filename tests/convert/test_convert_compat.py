@@ -1,5 +1,6 @@
-"""CI proof of --compat tflite-runtime-2.14: each architecture's compat artifacts load and run in a
-numpy<2 + tflite-runtime 2.14 virtualenv, giving the logits ai-edge-litert gives on the host.
+"""CI proof of --compat tflite-runtime-2.14: each architecture's compat artifacts (length-aware, the
+default) load and run in a numpy<2 + tflite-runtime 2.14 virtualenv, resized to each text's own
+length, giving the logits ai-edge-litert gives on the host.
 
 The virtualenv's python comes from EDGE_SLM_TFLITE_RUNTIME_PYTHON (the Makefile sets it); the
 child needs only tflite_runtime and numpy, the token ids are computed here.
@@ -19,13 +20,15 @@ pytest.importorskip("tensorflow")
 
 from tests.conftest import TINY_SEQ_LEN, write_tiny_checkpoint
 
+from edge_slm.runtime.artifact import read_artifact
+
 TFLITE_RUNTIME_PYTHON = os.environ.get("EDGE_SLM_TFLITE_RUNTIME_PYTHON")
 pytestmark = pytest.mark.skipif(
     not TFLITE_RUNTIME_PYTHON,
     reason="EDGE_SLM_TFLITE_RUNTIME_PYTHON is unset: point it at the python of a numpy<2 + "
            "tflite-runtime==2.14.* virtualenv (make test does)")
 
-TEXTS = ["a charming and often affecting journey .", "unflinchingly bleak and desperate"]
+TEXTS = ["a charming and often affecting journey .", "unflinchingly bleak and desperate"]  # 9 and 6 tokens
 MODES = ["fp32", "fp16", "dynamic", "int8"]
 
 CHILD = r"""
@@ -40,6 +43,12 @@ for job in json.load(sys.stdin):
     interpreter.allocate_tensors()
     rows = []
     for inputs in job["inputs"]:
+        details = interpreter.get_input_details()
+        length = len(inputs[details[0]["name"]][0])
+        if details[0]["shape"][-1] != length:  # a length-aware graph: resized to this text's length
+            for detail in details:
+                interpreter.resize_tensor_input(detail["index"], [1, length])
+            interpreter.allocate_tensors()
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.asarray(inputs[detail["name"]], dtype=np.int32))
         interpreter.invoke()
@@ -73,7 +82,7 @@ def test_compat_artifacts_run_in_tflite_runtime_2_14(compat_artifacts):
         for text in TEXTS:
             model.prepare(text)
             names = {d["index"]: d["name"] for d in model.interpreter.get_input_details()}
-            inputs.append({names[slot.index]: slot.buffer.tolist() for slot in model.slots})
+            inputs.append({names[slot.index]: slot.buffer[:, :model.run_length].tolist() for slot in model.slots})
             rows.append(model.run_prepared().reshape(-1))
         jobs.append({"path": path, "inputs": inputs})
         expected[path] = np.array(rows)
@@ -83,6 +92,8 @@ def test_compat_artifacts_run_in_tflite_runtime_2_14(compat_artifacts):
     result = json.loads(child.stdout)
     assert result["tflite_runtime"].startswith("2.14") and result["numpy"].startswith("1.")
     assert len(result["logits"]) == 3 * len(MODES)
+    assert all(read_artifact(path).metadata["sequence"]["kind"] == "dynamic" for path in compat_artifacts)
+    assert {len(job["inputs"][0]["input_ids"][0]) for job in jobs} == {9}  # each text ran at its own length
     for path, rows in result["logits"].items():
         got = np.array(rows)
         scale = max(1e-3, float(np.abs(expected[path]).max()))

@@ -59,7 +59,9 @@ def test_artifacts_carry_the_graph_contract(converted, model_type):
         model = load_model(result.artifact_path)
         graph_inputs = model.interpreter.get_input_details()
         assert [d["name"] for d in graph_inputs] == [i["name"] for i in meta["inputs"]]
-        assert all(list(d["shape"]) == [1, TINY_SEQ_LEN] and d["dtype"] == np.int32 for d in graph_inputs)
+        # Length-aware (the default): any length up to max_seq_len; tests/convert/test_lengths.py has more.
+        assert all(list(d["shape_signature"]) == [1, -1] and d["dtype"] == np.int32 for d in graph_inputs)
+        assert meta["sequence"] == {"kind": "dynamic", "max_len": TINY_SEQ_LEN}
         output = model.interpreter.get_output_details()
         assert len(output) == 1 and list(output[0]["shape"]) == [1, 2] and output[0]["dtype"] == np.float32
         assert meta["quantization"] == quant

@@ -11,6 +11,7 @@ from edge_slm.runtime.artifact import read_artifact, write_artifact, build_metad
 from edge_slm.runtime.cli import run
 from edge_slm.runtime.engine import load_model
 from edge_slm.common.documents import SCHEMA, SCHEMA_VERSION
+from tests.conftest import error_line
 
 
 def test_predict_text_matches_manual_interpreter(tiny_fp32):
@@ -21,11 +22,14 @@ def test_predict_text_matches_manual_interpreter(tiny_fp32):
     text = "A gorgeous, witty, seductive movie."
     ours = model.logits([text])[0]
     encoded = model.tokenizer.encode(text, model.seq_len)
+    tokens = len(model.tokenizer.encode_ids(text, model.seq_len))
     bare = Interpreter(model_path=str(tiny_fp32))
+    for detail in bare.get_input_details():  # the length-aware graph, at the text's own length
+        bare.resize_tensor_input(detail["index"], [1, tokens])
     bare.allocate_tensors()
     for detail in bare.get_input_details():
         role = next(r for r in encoded if r in detail["name"])
-        bare.set_tensor(detail["index"], encoded[role])
+        bare.set_tensor(detail["index"], encoded[role][:, :tokens])
     bare.invoke()
     expected = bare.get_tensor(bare.get_output_details()[0]["index"])[0]
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
@@ -129,10 +133,13 @@ def test_bench_min_seconds_keeps_running(tiny_dynamic):
 def test_plain_tflite_bench_uses_random_inputs(run_cli, tiny_dynamic, tmp_path):
     plain = tmp_path / "plain.tflite"
     plain.write_bytes(read_artifact(tiny_dynamic).read_graph())
-    code, out, err = run_cli("--model", plain, "--bench", "--runs", "5", "--json", "-q")
+    code, _, err = run_cli("--model", plain, "--bench", "--runs", "5", "--json", "-q")
+    assert code == 2 and "pass --seq-len N" in error_line(err, "edge-run")  # length-aware: no known longest
+    code, out, err = run_cli("--model", plain, "--bench", "--runs", "5", "--json", "-q", "--seq-len", "16")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["benchmark"]["inputs"] == "random" and doc["model"]["metadata"] is None
+    assert doc["benchmark"]["sequence"]["run_length"]["max"] == 16
 
 
 def test_progress_bar_only_on_a_tty(tmp_path):

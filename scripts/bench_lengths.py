@@ -1,0 +1,224 @@
+"""`make bench-lengths`: length-aware artifacts against fixed-length ones, on SST-2 dev.
+
+For each model (the registry's TinyBERT, DistilBERT, MobileBERT with random weights, and the
+fine-tuned MiniLM when one is given), converts fp32 and dynamic-int8 artifacts twice: length-aware
+(the default) and --fixed-length at 128. Then measures, writing one JSON file:
+  - latency: `edge-run --input dev.tsv` (all texts, each at its own length or padded to 128), the two
+    dynamic-int8 artifacts in alternating fresh processes, same threads; the mean latency per text
+    of each, and the median over rounds of the per-round ratio (goal: >= 4x TinyBERT and DistilBERT,
+    >= 3x MobileBERT); the same on short intent-style texts (goal >= 6x TinyBERT, DistilBERT);
+  - answers: the length-aware fp32 artifact against the TF model on every dev text's own tokens
+    (the converter's validation on all of dev, goal max |dlogit| <= 1e-4), against the fixed-128
+    fp32 artifact (goal <= 1e-4; MobileBERT's padded and unpadded outputs differ: reported), and
+    dynamic-int8 label agreement length-aware vs fixed-128 (goal >= 99.5 %);
+  - file sizes (goal: length-aware <= 1.05x fixed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEV = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
+SEQ_LEN = 128
+GOALS = {"tinybert": 4.0, "distilbert": 4.0, "mobilebert": 3.0}
+SHORT_GOALS = {"tinybert": 6.0, "distilbert": 6.0}
+
+# Intent-style requests (assistant commands), written for this benchmark: ~12 tokens each.
+INTENT_TEXTS = (
+    "set an alarm for seven thirty tomorrow morning please",
+    "what is the weather going to be like in paris this weekend",
+    "play some relaxing jazz music in the living room",
+    "remind me to call my mother when i get home",
+    "how long will it take to drive to the airport right now",
+    "turn off all the lights in the kitchen and the hallway",
+    "add milk, eggs and bread to my shopping list",
+    "book a table for four at an italian restaurant tonight",
+    "what's the exchange rate from euros to us dollars today",
+    "send a message to john saying i will be ten minutes late",
+    "cancel my meeting with the design team on friday afternoon",
+    "how many calories are there in a medium sized banana",
+    "find me a cheap flight from berlin to lisbon next month",
+    "set the thermostat to twenty one degrees in the bedroom",
+    "what time does the nearest pharmacy close this evening",
+    "read me the latest headlines about the football world cup",
+    "transfer fifty dollars from checking to my savings account",
+    "start a timer for twelve minutes for the pasta",
+    "who won the basketball game between boston and miami last night",
+    "translate good morning, how are you into spanish",
+)
+
+
+def convert_all(name: str, source: str, work: Path, log) -> dict:
+    """{(kind, quant): artifact path}; length-aware fp32 validated on all of dev at own lengths."""
+    from edge_slm.convert.api import convert
+
+    paths = {}
+    for fixed in (False, True):
+        kind = "fixed" if fixed else "dynamic"
+        out = work / name / kind
+        started = time.perf_counter()
+        # Length-aware: validate on every dev text (own lengths) -- the bar on fp32 against TF.
+        results = convert(source, ["fp32", "dynamic"], SEQ_LEN, out, random_init=name in GOALS,
+                          calibration=str(DEV), validation_samples=0, validate=not fixed, fixed_length=fixed)
+        log(f"{name} {kind}: converted in {time.perf_counter() - started:.0f} s")
+        for r in results:
+            paths[(kind, r.quant)] = Path(r.artifact_path)
+            paths[(kind, r.quant, "validation")] = r.validation
+    return paths
+
+
+def logits_of(path: Path, texts: list):
+    from edge_slm.runtime.engine import load_model
+
+    return load_model(path, threads=1).logits(texts)
+
+
+def edge_run(path: Path, data: Path, threads: int, extra=()) -> dict:
+    edge = [sys.executable, "-m", "edge_slm.runtime.cli"]
+    proc = subprocess.run(edge + ["--model", str(path), "--input", str(data), "--threads", str(threads), "--json",
+                                  "-q", *extra], capture_output=True, text=True, timeout=3600, check=True)
+    return json.loads(proc.stdout)
+
+
+def latency_rounds(dynamic: Path, fixed: Path, data: Path, threads: int, rounds: int, extra, read, log) -> dict:
+    """Alternating fresh processes (which goes first alternates too); per-round ratio fixed / dynamic."""
+    per_round = []
+    for number in range(rounds):
+        order = [("dynamic", dynamic), ("fixed", fixed)]
+        if number % 2:
+            order.reverse()
+        figures = {kind: read(edge_run(path, data, threads, extra)) for kind, path in order}
+        figures["ratio"] = figures["fixed"]["mean_ms"] / figures["dynamic"]["mean_ms"]
+        figures["p50_ratio"] = figures["fixed"]["p50_ms"] / figures["dynamic"]["p50_ms"]
+        if "cpu_mean_ms" in figures["fixed"]:  # load-independent: CPU time of the (single) inference thread
+            figures["cpu_ratio"] = figures["fixed"]["cpu_mean_ms"] / figures["dynamic"]["cpu_mean_ms"]
+        figures["load_average_1min"] = os.getloadavg()[0]  # other agents share these cores
+        per_round.append(figures)
+        log(f"  round {number + 1}: fixed {figures['fixed']['mean_ms']:.3f} ms, length-aware "
+            f"{figures['dynamic']['mean_ms']:.3f} ms per text: {figures['ratio']:.2f}x")
+    return {"rounds": per_round, "median_ratio": statistics.median(r["ratio"] for r in per_round),
+            "median_p50_ratio": statistics.median(r["p50_ratio"] for r in per_round),
+            "median_cpu_ratio": (statistics.median(r["cpu_ratio"] for r in per_round)
+                                 if all("cpu_ratio" in r for r in per_round) else None),
+            "dynamic_mean_ms_median": statistics.median(r["dynamic"]["mean_ms"] for r in per_round),
+            "fixed_mean_ms_median": statistics.median(r["fixed"]["mean_ms"] for r in per_round)}
+
+
+def from_predictions(doc: dict) -> dict:
+    s = doc["predictions_summary"]
+    return {"mean_ms": s["latency_ms"]["mean"], "p50_ms": s["latency_ms"]["p50"], "texts": s["texts"],
+            "cpu_mean_ms": s["cpu_ms"]["mean"],
+            "tokens_mean": s["tokens"]["mean"]}
+
+
+def from_benchmark(doc: dict) -> dict:
+    b = doc["benchmark"]
+    work = b.get("work") or {}
+    return {"mean_ms": b["latency_ms"]["mean"], "p50_ms": b["latency_ms"]["p50"], "runs": b["runs"],
+            "tokens_mean": b["sequence"]["tokens"]["mean"], "macs_per_inference": work.get("macs_per_inference"),
+            "gops_per_s": work.get("gops_per_s")}
+
+
+def measure_model(name: str, source: str, work: Path, args, texts: list, intents: Path, log) -> dict:
+    import numpy as np
+
+    paths = convert_all(name, source, work, log)
+    fp32_dyn, fp32_fix = logits_of(paths[("dynamic", "fp32")], texts), logits_of(paths[("fixed", "fp32")], texts)
+    int8_dyn, int8_fix = (logits_of(paths[("dynamic", "dynamic")], texts),
+                          logits_of(paths[("fixed", "dynamic")], texts))
+    validation = paths[("dynamic", "fp32", "validation")]
+    result = {
+        "random_weights": name in GOALS,
+        "fp32_vs_tf_own_tokens": {k: validation[k] for k in ("texts", "lengths", "max_abs_logit_diff",
+                                                              "mean_abs_logit_diff", "label_agreement")},
+        "fp32_vs_tf_goal": "max |dlogit| <= 1e-4",
+        "fp32_dynamic_vs_fixed128": {"texts": len(texts), "max_abs_logit_diff": float(np.abs(fp32_dyn - fp32_fix).max()),
+                                     "mean_abs_logit_diff": float(np.abs(fp32_dyn - fp32_fix).mean()),
+                                     "label_agreement": float(np.mean(fp32_dyn.argmax(1) == fp32_fix.argmax(1)))},
+        "int8_dynamic_vs_fixed128_label_agreement": float(np.mean(int8_dyn.argmax(1) == int8_fix.argmax(1))),
+        "int8_label_goal": ">= 0.995",
+        "file_bytes": {f"{kind}-{quant}": paths[(kind, quant)].stat().st_size
+                       for kind in ("dynamic", "fixed") for quant in ("fp32", "dynamic")},
+    }
+    result["file_ratio"] = {quant: result["file_bytes"][f"dynamic-{quant}"] / result["file_bytes"][f"fixed-{quant}"]
+                            for quant in ("fp32", "dynamic")}
+    if name in GOALS:
+        log(f"{name}: dev latency, {args.rounds} alternating rounds")
+        dev = latency_rounds(paths[("dynamic", "dynamic")], paths[("fixed", "dynamic")], DEV, args.threads,
+                             args.rounds, (), from_predictions, log)
+        dev["goal"] = f">= {GOALS[name]}x"
+        dev["met"] = dev["median_ratio"] >= GOALS[name]
+        result["dev_latency"] = dev
+        if not args.skip_short:
+            log(f"{name}: short intent-style texts")
+            short = latency_rounds(paths[("dynamic", "dynamic")], paths[("fixed", "dynamic")], intents, args.threads,
+                                   args.rounds, ("--bench", "--runs", str(args.short_runs)), from_benchmark, log)
+            if name in SHORT_GOALS:
+                short["goal"] = f">= {SHORT_GOALS[name]}x"
+                short["met"] = short["median_ratio"] >= SHORT_GOALS[name]
+            result["short_texts_latency"] = short
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="tinybert,distilbert,mobilebert")
+    parser.add_argument("--minilm", help="fine-tuned MiniLM checkpoint: its dynamic-int8 label agreement")
+    parser.add_argument("--out", default="bench-results/lengths.json")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--short-runs", type=int, default=400)
+    parser.add_argument("--skip-short", action="store_true")
+    args = parser.parse_args()
+
+    from edge_slm.common.documents import host_facts, utc_now
+    from edge_slm.common.files import write_json
+    from edge_slm.runtime.data import read_dataset
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    texts = read_dataset(str(DEV)).texts
+    work = Path(tempfile.mkdtemp(prefix="edge-lengths-"))
+    intents = work / "intents.txt"
+    intents.write_text("".join(t + "\n" for t in INTENT_TEXTS), encoding="utf-8")
+    document = {"benchmark": "length-aware vs fixed-length artifacts", "created": utc_now(), "host": host_facts(),
+                "settings": {"threads": args.threads, "rounds": args.rounds, "seq_len": SEQ_LEN, "data": str(DEV),
+                             "short_texts": len(INTENT_TEXTS), "short_runs": args.short_runs},
+                "models": {}}
+    out = Path(args.out)
+    sources = [(name, name) for name in args.models.split(",") if name]
+    if args.minilm:
+        sources.append(("minilm-sst2", args.minilm))
+    for name, source in sources:
+        document["models"][name] = measure_model(name, source, work, args, texts, intents, log)
+        write_json(out, document)  # after every model: an interrupted run keeps the finished ones
+    if not args.minilm:
+        document["minilm"] = "not measured: no fine-tuned MiniLM given (--minilm CHECKPOINT)"
+        write_json(out, document)
+    for name, r in document["models"].items():
+        dev = r.get("dev_latency")
+        line = (f"{name:12s} fp32 vs TF {r['fp32_vs_tf_own_tokens']['max_abs_logit_diff']:.1e}, vs fixed "
+                f"{r['fp32_dynamic_vs_fixed128']['max_abs_logit_diff']:.1e}; int8 labels "
+                f"{r['int8_dynamic_vs_fixed128_label_agreement'] * 100:.2f} %; size x{r['file_ratio']['dynamic']:.3f}")
+        if dev:
+            line += (f"; dev mean {dev['median_ratio']:.2f}x ({'met' if dev['met'] else 'NOT MET'} {dev['goal']}), "
+                     f"p50 {dev['median_p50_ratio']:.2f}x")
+        if r.get("short_texts_latency"):
+            line += f"; short {r['short_texts_latency']['median_ratio']:.2f}x"
+        print(line)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""edge-convert makes length-aware artifacts by default (one graph, input shape_signature [1, -1]) for
+every mode that runs, --fixed-length keeps the fixed graph; validation runs the TF model and the
+artifact at each text's own length."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("transformers")
+
+from tests.conftest import TINY_SEQ_LEN, write_tiny_checkpoint
+
+from edge_slm.convert.api import convert
+from edge_slm.runtime.artifact import read_artifact
+from edge_slm.runtime.engine import load_model
+
+MODES = ["fp32", "fp16", "dynamic", "int8"]
+TEXTS = ["a charming and often affecting journey .", "unflinchingly bleak and desperate", "fine", "x " * 40]
+
+
+@pytest.fixture(scope="module")
+def both_kinds(tmp_path_factory, minilm_dir):
+    """{"dynamic" | "fixed": {quant: ConversionResult}} of one tiny BERT checkpoint."""
+    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny-bert", minilm_dir, "bert")
+    out = tmp_path_factory.mktemp("kinds")
+    return {kind: {r.quant: r for r in convert(str(checkpoint), MODES, TINY_SEQ_LEN, out / kind, random_init=True,
+                                                  validation_samples=30, fixed_length=kind == "fixed")}
+            for kind in ("dynamic", "fixed")}
+
+
+def test_every_mode_is_length_aware_by_default_and_fixed_on_request(both_kinds):
+    for kind, results in both_kinds.items():
+        for quant, result in results.items():
+            meta = read_artifact(result.artifact_path).metadata
+            assert meta["sequence"] == {"kind": kind, "max_len": TINY_SEQ_LEN} == result.sequence
+            report = json.loads(Path(result.report_path).read_text())
+            assert report["sequence"] == meta["sequence"]
+            signature = [1, -1] if kind == "dynamic" else [1, TINY_SEQ_LEN]
+            assert all(t["shape_signature"] == signature for t in report["graph"]["inputs"]), quant
+            model = load_model(result.artifact_path)
+            assert model.dynamic is (kind == "dynamic")
+            model.logits(TEXTS)  # runs at 9, 6, 3 and 16 tokens (or padded to 16)
+            assert model.length == (16 if kind == "fixed" else len(model.tokenizer.encode_ids(TEXTS[-1], 16)))
+
+
+def test_validation_runs_tf_and_the_artifact_at_each_texts_own_length(both_kinds):
+    dynamic, fixed = both_kinds["dynamic"]["fp32"].validation, both_kinds["fixed"]["fp32"].validation
+    assert dynamic["lengths"] == "each text's own" and fixed["lengths"] == f"padded to {TINY_SEQ_LEN}"
+    assert dynamic["max_abs_logit_diff"] < 1e-5 and fixed["max_abs_logit_diff"] < 1e-5
+    assert dynamic["texts"] == fixed["texts"] == 30 and dynamic["token_id_mismatches"] == 0
+
+
+def test_length_aware_graphs_answer_as_the_fixed_ones_and_are_not_bigger(both_kinds):
+    for quant in MODES:
+        dynamic, fixed = both_kinds["dynamic"][quant], both_kinds["fixed"][quant]
+        assert dynamic.file_bytes <= 1.05 * fixed.file_bytes, quant
+        own, padded = load_model(dynamic.artifact_path).logits(TEXTS), load_model(fixed.artifact_path).logits(TEXTS)
+        if quant in ("fp32", "fp16"):
+            np.testing.assert_allclose(own, padded, atol=1e-4, err_msg=quant)
+        assert (own.argmax(1) == padded.argmax(1)).mean() >= 0.75, quant  # quantized: near ties may flip

@@ -1,0 +1,122 @@
+"""Length-aware artifacts in the runtime: each request at its own length, resized only when the length
+changes; --bench --seq-len and --bench --input; multiply-accumulates counted from the graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_SEQ_LEN, error_line
+
+from edge_slm.runtime import cli
+from edge_slm.runtime.artifact import read_artifact, write_artifact
+from edge_slm.runtime.engine import load_model
+from edge_slm.runtime.work import op_macs
+
+SHORT, SHORT_TOO, LONGER = "a fine film", "a dull film", "a charming and often affecting journey ."
+
+
+def token_count(model, text: str) -> int:
+    return len(model.tokenizer.encode_ids(text, model.seq_len))
+
+
+def test_each_request_runs_at_its_own_length_and_resizes_only_on_a_change(tiny_dynamic):
+    model = load_model(tiny_dynamic)
+    assert model.dynamic and model.describe()["sequence"] == {"kind": "dynamic", "max_len": TINY_SEQ_LEN}
+    lengths = []
+    for text in (SHORT, SHORT_TOO, LONGER, LONGER, SHORT):
+        tokens = model.prepare(text)
+        model.run_prepared()
+        lengths.append((tokens, model.length, list(model.interpreter.get_input_details()[0]["shape"])))
+    assert [t for t, _, _ in lengths] == [5, 5, 9, 9, 5]
+    assert all(t == length and shape == [1, t] for t, length, shape in lengths)
+    assert model.resizes == 3  # 1 -> 5, 5 -> 9, 9 -> 5: not for the repeated lengths
+
+
+def test_own_length_logits_equal_the_padded_logits_for_bert(tiny_fp32):
+    """BERT's attention mask makes padding invisible: the same logits padded or not (MobileBERT differs:
+    tests/convert/test_lengths.py)."""
+    model = load_model(tiny_fp32)
+    own = model.logits([SHORT, LONGER])
+    model.sequence.pad_every_request_to(TINY_SEQ_LEN)
+    padded = model.logits([SHORT, LONGER])
+    assert model.length == TINY_SEQ_LEN
+    np.testing.assert_allclose(own, padded, atol=1e-5)
+
+
+def test_bench_input_times_the_files_texts_in_order_at_their_own_lengths(tiny_dynamic, tmp_path):
+    data = tmp_path / "texts.txt"
+    texts = [SHORT, LONGER, SHORT_TOO, "x " * 40]
+    data.write_text("".join(t + "\n" for t in texts))
+    doc = cli.run(tiny_dynamic, input_path=str(data), bench=True, warmup=2, show_progress=False)
+    b = doc["benchmark"]
+    model = load_model(tiny_dynamic)
+    expected = [token_count(model, t) for t in texts]  # the last is truncated to the longest: 16
+    assert b["runs"] == len(texts) and expected == [5, 9, 5, TINY_SEQ_LEN]
+    seq = b["sequence"]
+    assert seq["lengths"] == "own length" and seq["graph"] == "dynamic" and seq["max_len"] == TINY_SEQ_LEN
+    assert seq["tokens"]["mean"] == pytest.approx(np.mean(expected)) and seq["tokens"]["max"] == TINY_SEQ_LEN
+    # warm-up (first inference + 2) ends at the third text (5 tokens); then 5 9 5 16: three resizes
+    assert seq["run_length"] == seq["tokens"] and seq["resizes"] == 3
+    summary = doc["predictions_summary"]
+    assert summary["texts"] == 4 and summary["tokens"]["mean"] == pytest.approx(np.mean(expected))
+    assert [p["tokens"] for p in doc["predictions"]] == expected
+
+
+def test_bench_seq_len_times_one_length_and_defaults_to_the_longest(tiny_dynamic):
+    at_8 = cli.run(tiny_dynamic, bench=True, runs=5, warmup=1, seq_len=8, show_progress=False)["benchmark"]
+    default = cli.run(tiny_dynamic, bench=True, runs=5, warmup=1, show_progress=False)["benchmark"]
+    assert at_8["sequence"]["lengths"] == "padded to 8" and at_8["sequence"]["run_length"]["min"] == 8
+    assert default["sequence"]["lengths"] == f"padded to {TINY_SEQ_LEN}"
+    assert default["sequence"]["run_length"]["max"] == TINY_SEQ_LEN and default["sequence"]["resizes"] == 0
+    # Work grows with the length: the counts come from the graph's shapes at each length.
+    assert 0 < at_8["work"]["macs_per_inference"] < default["work"]["macs_per_inference"]
+    assert default["work"]["gops_per_s"] > 0
+
+
+def test_macs_are_counted_from_the_graph_not_from_a_formula(tiny_fp32):
+    """The tiny BERT (hidden 32, intermediate 64, 2 layers, 2 labels): the count from the graph's ops
+    equals the matrix work written out by hand, at every length."""
+    hidden, intermediate, layers, labels = 32, 64, 2, 2
+    counter = load_model(tiny_fp32).mac_counter
+    for n in (2, 7, TINY_SEQ_LEN):
+        per_layer = 4 * n * hidden * hidden + 2 * n * hidden * intermediate + 2 * n * n * hidden
+        assert counter.macs(n) == layers * per_layer + hidden * hidden + hidden * labels, n
+
+
+def test_op_macs_of_each_counted_op():
+    assert op_macs("FULLY_CONNECTED", [[1, 5, 32], [64, 32]], [1, 5, 64]) == 5 * 64 * 32
+    assert op_macs("BATCH_MATMUL", [[1, 2, 5, 16], [1, 2, 16, 5]], [1, 2, 5, 5]) == 50 * 16
+    assert op_macs("BATCH_MATMUL", [[1, 2, 16, 5], [1, 2, 16, 7]], [1, 2, 5, 7]) == 70 * 16  # adjoint lhs
+    assert op_macs("CONV_2D", [[1, 8, 8, 3], [4, 3, 3, 3]], [1, 8, 8, 4]) == 256 * 27
+    assert op_macs("DEPTHWISE_CONV_2D", [[1, 8, 8, 3], [1, 3, 3, 3]], [1, 8, 8, 3]) == 192 * 9
+    assert op_macs("ADD", [[1, 5], [1, 5]], [1, 5]) == 0
+
+
+def test_old_fixed_length_artifacts_without_sequence_metadata_still_run(tiny_fixed, tmp_path):
+    """Artifacts made before length-aware graphs have no "sequence" key: read as fixed-length."""
+    artifact = read_artifact(tiny_fixed)
+    metadata = {k: v for k, v in artifact.metadata.items() if k != "sequence"}
+    old = write_artifact(tmp_path / "old.tflite", artifact.read_graph(), metadata, artifact.vocab, artifact.labels)
+    model = load_model(old)
+    assert not model.dynamic and model.describe()["sequence"] == {"kind": "fixed", "max_len": TINY_SEQ_LEN}
+    np.testing.assert_allclose(model.logits([SHORT, LONGER]), load_model(tiny_fixed).logits([SHORT, LONGER]))
+    assert model.resizes == 0 and model.length == TINY_SEQ_LEN
+
+
+def test_metadata_and_graph_must_agree_on_the_kind(tiny_dynamic, tmp_path):
+    artifact = read_artifact(tiny_dynamic)
+    metadata = dict(artifact.metadata, sequence={"kind": "fixed", "max_len": TINY_SEQ_LEN})
+    lying = write_artifact(tmp_path / "lying.tflite", artifact.read_graph(), metadata, artifact.vocab,
+                           artifact.labels)
+    with pytest.raises(Exception, match="metadata says a fixed-length graph"):
+        load_model(lying)
+
+
+def test_seq_len_errors_are_one_line(tiny_fixed, tiny_dynamic, run_cli):
+    code, _, err = run_cli("--model", str(tiny_fixed), "--bench", "--seq-len", "8")
+    assert code == 2 and "runs only at 16 tokens" in error_line(err, "edge-run")
+    code, _, err = run_cli("--model", str(tiny_dynamic), "--bench", "--seq-len", "99")
+    assert code == 2 and "within 2..16" in error_line(err, "edge-run")
+    code, _, err = run_cli("--model", str(tiny_dynamic), "--text", "fine", "--seq-len", "8")
+    assert code == 2 and "--seq-len sets the length --bench times" in error_line(err, "edge-run")
