@@ -120,12 +120,11 @@ def _predict(model: Model, texts, dataset, show_progress, on_prediction, predict
     with progress:
         for i, text in enumerate(texts):
             start, cpu_start = time.perf_counter(), time.thread_time()
-            tokens = model.prepare(text)
-            p = model.to_prediction(model.run_prepared())
+            p = model.predict_one(text)
             row = {"text": text, "label": p.label, "index": p.index, "probability": p.probability,
                    "probabilities": p.probabilities, "latency_ms": (time.perf_counter() - start) * 1e3,
                    # this thread's CPU time: the work itself, without waits for a shared CPU (1 thread)
-                   "cpu_ms": (time.thread_time() - cpu_start) * 1e3, "tokens": tokens}
+                   "cpu_ms": (time.thread_time() - cpu_start) * 1e3, "tokens": p.tokens}
             if dataset is not None and i >= first_dataset_row:
                 j = i - first_dataset_row
                 row["line"] = dataset.line_numbers[j]

@@ -34,6 +34,7 @@ class Prediction:
     probability: float
     probabilities: list
     logits: list
+    tokens: Optional[int] = None  # the text's tokens ([CLS] and [SEP] included)
 
 
 @dataclass
@@ -245,8 +246,10 @@ class Model:
 
     def predict_one(self, text: str) -> Prediction:
         self.require_tokenizer()
-        self.prepare(text)
-        return self.to_prediction(self.run_prepared())
+        tokens = self.prepare(text)
+        prediction = self.to_prediction(self.run_prepared())
+        prediction.tokens = tokens
+        return prediction
 
     def to_prediction(self, raw_logits: np.ndarray) -> Prediction:
         logits = raw_logits.reshape(-1).astype(np.float64)
