@@ -22,7 +22,7 @@ from edge_slm.bench.study import run_study
 from edge_slm.bench.summary import summarize
 
 FAST = StudySettings(runs=5, warmup=1)
-ROW_KEYS = {"schema", "schema_version", "key", "kind", "artifact", "threads", "backend", "mode", "source",
+ROW_KEYS = {"schema", "schema_version", "key", "kind", "artifact", "threads", "backend", "mode", "source", "lengths",
             "device", "settings", "host", "started", "finished", "wall_s", "status", "exit_code", "error", "warnings",
             "other_cpu_share", "result"}
 
