@@ -227,9 +227,10 @@ def _render_energy(e: dict) -> list:
 @loop_options
 @click.option("--threads", type=int, help="Interpreter threads (default: the runtime's).")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
-@click.option("--delegate", type=click.Choice(DELEGATES), default=DEFAULT_DELEGATE, show_default=True,
-              help="xnnpack: the interpreter's default. none: its reference kernels (slower; the same answers on "
-                   "x86 and ARM, so try it first when a board disagrees with the workstation).")
+@click.option("--delegate", type=click.Choice(tuple(DELEGATES)), default=DEFAULT_DELEGATE, show_default=True,
+              help="Kernels: xnnpack (the interpreter's default), none (its optimized built-in kernels), reference "
+                   "(its reference kernels: slower, the same answers on x86 and ARM; try it first when a board "
+                   "disagrees with the workstation).")
 @meter_options
 @click.option("--samples-csv", help="Stream raw meter samples to this CSV.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON line per prediction as it is made.")
