@@ -5,7 +5,7 @@ TFLITE_VENV ?= .venv-tflite-runtime
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: install test models bench bench-lengths bench-convert bench-train bench-power bench-devices demo study clean
+.PHONY: install test device-arm64 device-arm64-matrix models bench bench-lengths bench-convert bench-train bench-power bench-devices demo study clean
 
 install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 
@@ -27,8 +27,21 @@ $(TFLITE_VENV)/.installed: pyproject.toml
 	$(TFLITE_VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[device,tflite-runtime]'
 	touch $@
 
-test: install
-	EDGE_SLM_TFLITE_RUNTIME_PYTHON=$(abspath $(TFLITE_VENV))/bin/python $(PY) -m pytest
+# The emulated aarch64 devices (README "On a board"): Debian's arm64 Python under QEMU user mode,
+# with edge-slm[device] / edge-slm[tflite-runtime] installed from this checkout's wheel. Needs root
+# for nothing but apt's download; prints the device's edge-run wrapper last.
+DEVICE_ARM64 := build/device-arm64
+device-arm64: $(VENV)/.installed
+	$(PY) scripts/device_arm64.py --root $(DEVICE_ARM64)
+
+# Does edge-slm[device] (and [tflite-runtime]) resolve to aarch64 wheels for CPython 3.9-3.13?
+device-arm64-matrix: $(VENV)/.installed
+	$(PY) scripts/device_arm64.py --root $(DEVICE_ARM64) --matrix $(DEVICE_ARM64)/install-matrix.json
+
+# tests/device runs on the emulated device; EDGE_SLM_DEVICE_ARM64 makes a missing device a failure.
+test: install device-arm64
+	EDGE_SLM_TFLITE_RUNTIME_PYTHON=$(abspath $(TFLITE_VENV))/bin/python \
+	EDGE_SLM_DEVICE_ARM64=$(abspath $(DEVICE_ARM64)) $(PY) -m pytest
 
 # The three registry models, fp32 + dynamic-int8 + full int8, into models/build (hub weights when
 # reachable, random init offline); each artifact is run once by edge-run; timings in bench-results/.

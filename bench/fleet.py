@@ -25,9 +25,9 @@ from edge_slm.common.errors import EdgeError
 
 from .devices import Device, DeviceOptions, build_wheel, download_device_wheels
 from .execute import execute, new_row
-from .plan import PlannedRun, StudySettings
+from .plan import StudySettings
 from .store import append_row
-from .transport import DeviceUnreachable, SshTransport
+from .transport import SshTransport
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, utc_now
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, describe_emulator, utc_now
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import atomic_write_text, prepare_out_dir
 
@@ -152,7 +152,8 @@ def _host_section(summaries: list, rows: list) -> list:
     lines += [
         "| | |", "|---|---|",
         f"| CPU | {_cell(host.get('cpu_model'))} ({host.get('machine')}; {host.get('cores_logical')} logical cores, "
-        f"{host.get('cores_usable')} usable) |",
+        f"{host.get('cores_usable')} usable)"
+        + (f"; **emulated** by {_cell(describe_emulator(host))}" if host.get("emulated") else "") + " |",
         f"| memory | {memory} |",
         f"| OS | {_cell(host.get('os'))} |",
         f"| board | {_cell(host.get('board') or 'not a board that names itself (/proc/device-tree/model absent)')} |",
@@ -183,6 +184,12 @@ def _caveats_section(summaries: list, rows: list) -> list:
                      f"**{RANDOM_WEIGHTS_ACCURACY}** for {'it' if one else 'them'}, in every table and plot. "
                      "Latency, memory and energy depend on the architecture and the quantization, not on the "
                      "weights' values, so those figures stand.")
+    emulators = sorted({describe_emulator(s.host) for s in summaries if s.host and s.host.get("emulated")})
+    if emulators:
+        items.append(f"**Emulated CPU** ({'; '.join(emulators)}): every latency, throughput, init and energy figure "
+                     "of these runs was measured under emulation, which translates each instruction of the "
+                     "emulated CPU; it is not that device's speed. Only the answers (labels, logits, accuracy) "
+                     "carry over to a board.")
     emulated = [s for s in summaries if s.emulated]
     if emulated:
         items.append("**Emulated meter**: every energy figure marked *(emulated)* was measured through "

@@ -104,6 +104,10 @@ def summarize(row: dict) -> RunSummary:
         label += ", own lengths" if row["lengths"] == "own" else ", max length"
     accuracy, accuracy_text = _accuracy(result, row, random_weights)
     device = row.get("device")
+    # A device's row holds what its probe found (glibc, free disk) besides what the run saw.
+    host = {**(row.get("host") or {}), **(result.get("host") or {})} or None
+    if host and host.get("emulated"):  # the label goes into every table and plot with the run's timings
+        label += " (emulated CPU)"
     summary = RunSummary(
         key=row["key"], kind=kind, label=label, model=name, quant=quant, mode=row.get("mode"), threads=row["threads"],
         backend=backend, status=row["status"], error=row.get("error"), artifact=row["artifact"],
@@ -111,8 +115,7 @@ def summarize(row: dict) -> RunSummary:
         random_weights=random_weights, accuracy=accuracy, accuracy_text=accuracy_text,
         agreement=result.get("agreement"), other_cpu_share=row.get("other_cpu_share"),
         conversion_cosine=(meta.get("validation") or {}).get("mean_cosine"),
-        # A device's row holds what its probe found (glibc, free disk) besides what the run saw.
-        host={**(row.get("host") or {}), **(result.get("host") or {})} or None,
+        host=host,
         warnings=list(row.get("warnings") or []), device=device, run_label=label)
     if device:
         summary.label = f"{label} @ {device}"

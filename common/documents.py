@@ -42,7 +42,42 @@ def host_facts() -> dict:
         "board": _board_model(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
+        **emulation_facts(),
     }
+
+
+EMULATOR_ENV = "EDGE_SLM_EMULATOR"
+
+
+def emulation_facts() -> dict:
+    """{"emulated": bool, "emulator": {name, version, cpu, evidence} | None}: is this CPU emulated?
+
+    Two independent signs, either one suffices and both are recorded as evidence:
+    - EDGE_SLM_EMULATOR="<emulator> <version> <cpu model>", set by the wrappers of the emulated
+      device (scripts/device_arm64.py);
+    - QEMU user mode emulates /proc/cpuinfo and uname but not /proc/self/status, whose Name is the
+      emulator's own binary (qemu-aarch64), whatever launched it.
+    """
+    evidence = []
+    name = version = cpu = None
+    declared = os.environ.get(EMULATOR_ENV, "").split()
+    if declared:
+        evidence.append(f"{EMULATOR_ENV}={' '.join(declared)}")
+        name, version, cpu = (declared + [None, None, None])[:3]
+    process_name = _status_field("Name")
+    if process_name and process_name.startswith("qemu-"):
+        evidence.append(f"/proc/self/status Name: {process_name}")
+        name = name or process_name
+    if not evidence:
+        return {"emulated": False, "emulator": None}
+    return {"emulated": True, "emulator": {"name": name, "version": version, "cpu": cpu, "evidence": evidence}}
+
+
+def describe_emulator(host: dict) -> str:
+    """'qemu-aarch64 10.0.2, CPU cortex-a72' for an emulated host's facts."""
+    emulator = host.get("emulator") or {}
+    text = " ".join(str(x) for x in (emulator.get("name"), emulator.get("version")) if x) or "an emulator"
+    return text + (f", CPU {emulator['cpu']}" if emulator.get("cpu") else "")
 
 
 def _cpu_model() -> str:
@@ -76,16 +111,25 @@ def _meminfo_mb(key: str) -> Optional[float]:
     return None
 
 
-def memory_mb() -> dict:
-    """Current and peak resident set size of this process, in MB."""
-    status = {}
+def _status_field(key: str) -> Optional[str]:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                status[name] = int(value.split()[0]) / 1024
-    except (OSError, ValueError, IndexError):
+            if name == key:
+                return value.strip()
+    except OSError:
         pass
+    return None
+
+
+def memory_mb() -> dict:
+    """Current and peak resident set size of this process, in MB."""
+    status = {}
+    for name in ("VmRSS", "VmHWM"):
+        try:
+            status[name] = int(_status_field(name).split()[0]) / 1024
+        except (AttributeError, ValueError, IndexError):
+            pass
     if "VmHWM" not in status:
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         status["VmHWM"] = peak_kb / (1024 * 1024 if sys.platform == "darwin" else 1024)

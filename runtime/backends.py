@@ -9,6 +9,8 @@ old for the graph" or "this runtime was built for another numpy" become one-line
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib
 import os
 import re
@@ -24,6 +26,7 @@ class BackendSpec:
     name: str
     module: str          # module to import
     interpreter: str     # attribute path of the Interpreter class in it
+    op_resolver: str     # attribute path of its OpResolverType enum (absent in some builds)
     distribution: str    # pip distribution whose version we report
     install_hint: str
 
@@ -31,16 +34,24 @@ class BackendSpec:
 BACKENDS = {
     spec.name: spec
     for spec in (
-        BackendSpec("litert", "ai_edge_litert.interpreter", "Interpreter", "ai-edge-litert",
+        BackendSpec("litert", "ai_edge_litert.interpreter", "Interpreter", "OpResolverType", "ai-edge-litert",
                     "pip install ai-edge-litert (or pip install 'edge-slm[device]')"),
-        BackendSpec("tflite-runtime", "tflite_runtime.interpreter", "Interpreter", "tflite-runtime",
+        BackendSpec("tflite-runtime", "tflite_runtime.interpreter", "Interpreter", "OpResolverType", "tflite-runtime",
                     "pip install 'tflite-runtime==2.14.*' 'numpy<2' (or pip install 'edge-slm[tflite-runtime]')"),
-        BackendSpec("tensorflow", "tensorflow", "lite.Interpreter", "tensorflow",
+        BackendSpec("tensorflow", "tensorflow", "lite.Interpreter", "lite.experimental.OpResolverType", "tensorflow",
                     "pip install tensorflow (host only; devices use ai-edge-litert)"),
     )
 }
 BACKEND_CHOICES = ("auto",) + tuple(BACKENDS)
 AUTO_ORDER = ("litert", "tflite-runtime", "tensorflow")
+# Which kernels run the graph, as the interpreter's OpResolverType (None: its default).
+# xnnpack: the default, the XNNPACK delegate over the built-in kernels. none: the built-in optimized
+# kernels alone. reference: the built-in reference kernels, plain C++ without CPU-specific paths.
+# Measured x86 vs emulated Cortex-A72 (tests/device): XNNPACK's and the optimized kernels' int8
+# arithmetic differs by CPU (full-int8 logits up to ~2 apart, a few labels flip); the reference
+# kernels give identical int8 logits and float logits within 1e-5.
+DELEGATES = {"xnnpack": None, "none": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
+DEFAULT_DELEGATE = "xnnpack"
 
 
 @dataclass
@@ -48,9 +59,23 @@ class Backend:
     name: str
     version: str
     interpreter_class: type
+    op_resolver_type: Optional[type] = None  # the backend's OpResolverType enum; None: it has none
+    delegate: str = DEFAULT_DELEGATE
 
     def describe(self) -> dict:
-        return {"name": self.name, "version": self.version}
+        return {"name": self.name, "version": self.version, "delegate": self.delegate}
+
+
+def with_delegate(backend: Backend, delegate: str) -> Backend:
+    """The backend set to open interpreters with `delegate` (one of DELEGATES)."""
+    if delegate not in DELEGATES:
+        raise EdgeError(f"unknown delegate {delegate!r}", f"one of {', '.join(DELEGATES)}")
+    resolver = DELEGATES[delegate]
+    if resolver and not hasattr(backend.op_resolver_type, resolver):
+        raise EdgeError(f"backend {backend.name} {backend.version} cannot run with --delegate {delegate} "
+                        f"(its interpreter has no OpResolverType.{resolver})",
+                        "use --backend litert, or --delegate xnnpack", exit_code=EXIT_RUNTIME_REFUSED)
+    return dataclasses.replace(backend, delegate=delegate)
 
 
 def resolve_backend(name: str = "auto") -> Backend:
@@ -87,7 +112,9 @@ def _import_backend(spec: BackendSpec) -> Backend:
             f"backend {spec.name} {version} failed to import: {_first_line(e)}", spec.install_hint) from None
     top_module = importlib.import_module(spec.module.split(".")[0])
     version = getattr(top_module, "__version__", None) or _installed_version(spec.distribution)
-    return Backend(spec.name, version or "unknown", interpreter_class)
+    op_resolver_type = functools.reduce(lambda parent, name: getattr(parent, name, None), spec.op_resolver.split("."),
+                                        importlib.import_module(spec.module))
+    return Backend(spec.name, version or "unknown", interpreter_class, op_resolver_type)
 
 
 def _numpy_abi_error(spec: BackendSpec, version: Optional[str], error: BaseException) -> Optional[EdgeError]:
@@ -107,6 +134,9 @@ def open_interpreter(backend: Backend, model_path, threads: Optional[int] = None
     The interpreter mmaps the file (trailing zip and all): the graph is never copied into Python.
     """
     kwargs = {"num_threads": threads} if threads else {}
+    resolver = DELEGATES[backend.delegate]
+    if resolver:
+        kwargs["experimental_op_resolver_type"] = getattr(backend.op_resolver_type, resolver)
     try:
         with quiet_native_stderr():  # e.g. "INFO: Created TensorFlow Lite XNNPACK delegate"
             interpreter = backend.interpreter_class(model_path=str(model_path), **kwargs)

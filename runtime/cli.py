@@ -15,12 +15,12 @@ import click
 
 from edge_slm.common.cli import (CONTEXT_SETTINGS, DEFAULT_IDLE_SECONDS, DEFAULT_WARMUP, check_loop_settings,
                                  check_meter_settings, loop_options, meter_options, output_options, run_click)
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, new_document
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, describe_emulator, new_document
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import write_json
 from edge_slm.common.progress import Progress
 
-from .backends import BACKEND_CHOICES
+from .backends import BACKEND_CHOICES, DEFAULT_DELEGATE, DELEGATES
 from .bench import distribution, energy_around_loop, run_benchmark
 from .data import read_dataset
 from .engine import Model, load_model
@@ -29,8 +29,8 @@ from .metrics import evaluate
 
 def run(model_path, *, texts=(), input_path=None, text_column=None, label_column=None, input_format=None,
         bench=False, runs=None, min_seconds=None, warmup=DEFAULT_WARMUP, threads=None, backend="auto",
-        meter=None, port=None, baseline_seconds=DEFAULT_IDLE_SECONDS, samples_csv=None, show_progress=True,
-        on_prediction=None, seq_len=None) -> dict:
+        delegate=DEFAULT_DELEGATE, meter=None, port=None, baseline_seconds=DEFAULT_IDLE_SECONDS, samples_csv=None,
+        show_progress=True, on_prediction=None, seq_len=None) -> dict:
     """Everything `edge-run` does, as a library call. Raises EdgeError on bad input, and RunInterrupted
     (carrying what was finished) on Ctrl-C or SIGTERM.
 
@@ -44,7 +44,7 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
     if seq_len is not None and seq_len < 2:
         raise EdgeError(f"--seq-len must be 2 or more ([CLS] and [SEP]), got {seq_len}", "e.g. --seq-len 32")
     dataset = read_dataset(input_path, text_column, label_column, input_format) if input_path else None
-    model = load_model(model_path, backend=backend, threads=threads)
+    model = load_model(model_path, backend=backend, threads=threads, delegate=delegate)
     doc = new_document()
     doc["backend"] = model.backend.describe()
     doc["threads"] = threads
@@ -71,7 +71,7 @@ def _run_into(doc, model, texts, dataset, bench, runs, min_seconds, warmup, mete
         model.require_tokenizer()
         all_texts = list(texts) + (dataset.texts if dataset else [])
         doc["predictions"] = []  # filled as predictions are made: an interrupt keeps them
-        _predict(model, all_texts, dataset, show_progress, on_prediction, doc["predictions"])
+        _predict(model, all_texts, dataset, show_progress, on_prediction, doc["predictions"], doc["host"]["emulated"])
         doc["predictions_summary"] = _predictions_summary(doc["predictions"])
         if dataset is not None and dataset.labels is not None:
             doc["evaluation"] = evaluate(model, dataset, doc["predictions"][len(texts):])
@@ -90,7 +90,8 @@ def _run_into(doc, model, texts, dataset, bench, runs, min_seconds, warmup, mete
             doc["benchmark"], doc["energy"] = run_benchmark(
                 model, bench_texts, warmup=warmup, runs=runs, min_seconds=min_seconds,
                 progress=progress, around_loop=around)
-    return doc
+        # Timings of an emulated CPU say nothing about a device's speed: labelled beside the figures.
+        doc["benchmark"]["emulated"] = doc["host"]["emulated"]
 
 
 def _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads, meter, port,
@@ -114,7 +115,7 @@ def _predictions_summary(predictions: list) -> dict:
             "tokens": distribution([p["tokens"] for p in predictions])}
 
 
-def _predict(model: Model, texts, dataset, show_progress, on_prediction, predictions: list) -> None:
+def _predict(model: Model, texts, dataset, show_progress, on_prediction, predictions: list, emulated: bool) -> None:
     progress = Progress("predict", total=len(texts), enabled=None if show_progress else False)
     first_dataset_row = len(texts) - (len(dataset.texts) if dataset else 0)
     with progress:
@@ -122,7 +123,8 @@ def _predict(model: Model, texts, dataset, show_progress, on_prediction, predict
             start, cpu_start = time.perf_counter(), time.thread_time()
             p = model.predict_one(text)
             row = {"text": text, "label": p.label, "index": p.index, "probability": p.probability,
-                   "probabilities": p.probabilities, "latency_ms": (time.perf_counter() - start) * 1e3,
+                   "probabilities": p.probabilities, "logits": p.logits,
+                   "latency_ms": (time.perf_counter() - start) * 1e3, "emulated": emulated,
                    # this thread's CPU time: the work itself, without waits for a shared CPU (1 thread)
                    "cpu_ms": (time.thread_time() - cpu_start) * 1e3, "tokens": p.tokens}
             if dataset is not None and i >= first_dataset_row:
@@ -141,9 +143,10 @@ def render_text(doc: dict) -> str:
     lines = []
     meta = doc["model"]["metadata"] or {}
     random_weights = meta.get("random_weights")
+    tag = _emulated_tag(doc)
     if doc["predictions"] is not None and doc["evaluation"] is None:
         for p in doc["predictions"]:
-            lines.append(f"{p['label']:<12} {p['probability']:.4f}  {p['latency_ms']:7.2f} ms  {_clip(p['text'])}")
+            lines.append(f"{p['label']:<12} {p['probability']:.4f}  {p['latency_ms']:7.2f} ms{tag}  {_clip(p['text'])}")
     if doc["evaluation"] is not None:
         lines.extend(_render_evaluation(doc["evaluation"]))
     summary = doc.get("predictions_summary")
@@ -156,6 +159,10 @@ def render_text(doc: dict) -> str:
     if doc["energy"] is not None:
         lines.extend(_render_energy(doc["energy"]))
     return "\n".join(lines)
+
+
+def _emulated_tag(doc: dict) -> str:
+    return " (emulated)" if doc["host"].get("emulated") else ""
 
 
 def _clip(text: str, width: int = 70) -> str:
@@ -185,17 +192,25 @@ def _render_benchmark(doc: dict, random_weights) -> list:
     meta = doc["model"]["metadata"] or {}
     weights = {True: "random weights", False: "trained weights"}.get(random_weights, "plain .tflite")
     describe = f"{meta.get('quantization', '?')}, {weights}" if meta else weights
+    tag = _emulated_tag(doc)
     lines = [
         f"model      {doc['model']['path']} ({doc['model']['file_bytes'] / 1e6:.1f} MB, {describe})",
-        f"backend    {doc['backend']['name']} {doc['backend']['version']}, threads {doc['threads'] or 'default'}",
+        f"backend    {doc['backend']['name']} {doc['backend']['version']}, "
+        f"delegate {doc['backend'].get('delegate') or 'n/a'}, threads {doc['threads'] or 'default'}",
+    ]
+    if tag:
+        lines.append(f"cpu        EMULATED by {describe_emulator(doc['host'])}: the timings below are not a device's speed")
+    lines += [
         f"inputs     {b['inputs']}" + (f" ({b['distinct_texts']} distinct texts)" if b["distinct_texts"] else ""),
-        f"init       {b['init_ms']:.1f} ms (read + verify + load + allocate), first inference {b['first_inference_ms']:.2f} ms",
+        f"init       {b['init_ms']:.1f} ms{tag} (read + verify + load + allocate), first inference "
+        f"{b['first_inference_ms']:.2f} ms{tag}",
         f"latency    p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  mean {lat['mean']:.3f}  "
-        f"std {lat['std']:.3f}  min {lat['min']:.3f}  max {lat['max']:.3f} ms",
-        f"throughput {b['throughput_per_s']:.1f} inferences/s over {b['runs']} runs ({b['warmup_runs']} warm-up)",
+        f"std {lat['std']:.3f}  min {lat['min']:.3f}  max {lat['max']:.3f} ms{tag}",
+        f"throughput {b['throughput_per_s']:.1f} inferences/s{tag} over {b['runs']} runs ({b['warmup_runs']} warm-up)",
     ]
     if b["inputs"] == "text":
-        lines.append(f"prepare    {b['prepare_ms_p50']:.3f} ms p50 tokenize+fill ({b['prepare_share_of_p50'] * 100:.1f} % of p50)")
+        lines.append(f"prepare    {b['prepare_ms_p50']:.3f} ms{tag} p50 tokenize+fill "
+                     f"({b['prepare_share_of_p50'] * 100:.1f} % of p50)")
     m = b["memory"]
     lines.append(f"memory     peak RSS {m['peak_rss_mb']:.1f} MB, RSS growth over the loop {m['rss_growth_mb']:+.2f} MB")
     seq = b["sequence"]
@@ -257,13 +272,17 @@ def _render_energy(e: dict) -> list:
 @loop_options
 @click.option("--threads", type=int, help="Interpreter threads (default: the runtime's).")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
+@click.option("--delegate", type=click.Choice(tuple(DELEGATES)), default=DEFAULT_DELEGATE, show_default=True,
+              help="Kernels: xnnpack (the interpreter's default), none (its optimized built-in kernels), reference "
+                   "(its reference kernels: slower, the same answers on x86 and ARM; try it first when a board "
+                   "disagrees with the workstation).")
 @meter_options
 @click.option("--samples-csv", help="Stream raw meter samples to this CSV.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON line per prediction as it is made.")
 @click.option("-o", "--output", "output_path", help="Also write the result document to this FILE (atomically).")
 @output_options
 def command(model_path, texts, input_path, text_column, label_column, input_format, bench, seq_len, runs, min_seconds,
-            warmup, threads, backend, meter, port, baseline_seconds, samples_csv, as_json, as_jsonl,
+            warmup, threads, backend, delegate, meter, port, baseline_seconds, samples_csv, as_json, as_jsonl,
             output_path, quiet):
     """Run a BERT-family .tflite: predict, evaluate accuracy, benchmark latency, memory and energy."""
     if as_json and as_jsonl:
@@ -272,9 +291,9 @@ def command(model_path, texts, input_path, text_column, label_column, input_form
     try:
         doc = run(model_path, texts=texts, input_path=input_path, text_column=text_column,
                   label_column=label_column, input_format=input_format, bench=bench, runs=runs,
-                  min_seconds=min_seconds, warmup=warmup, threads=threads, backend=backend, meter=meter, port=port,
-                  baseline_seconds=baseline_seconds, samples_csv=samples_csv, show_progress=not quiet,
-                  on_prediction=on_prediction, seq_len=seq_len)
+                  min_seconds=min_seconds, warmup=warmup, threads=threads, backend=backend, delegate=delegate,
+                  meter=meter, port=port, baseline_seconds=baseline_seconds, samples_csv=samples_csv,
+                  show_progress=not quiet, on_prediction=on_prediction, seq_len=seq_len)
     except RunInterrupted as interrupted:
         if output_path:  # what was finished is kept, marked "interrupted": true
             write_json(output_path, interrupted.document)

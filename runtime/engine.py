@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .artifact import Artifact, read_artifact
-from .backends import Backend, open_interpreter, resolve_backend
+from .backends import DEFAULT_DELEGATE, Backend, open_interpreter, resolve_backend, with_delegate
 from .work import MacCounter
 from edge_slm.common.errors import EXIT_RUNTIME_REFUSED, EdgeError
 
@@ -63,7 +63,7 @@ class SequenceBuffers:
             return
         if not self.dynamic and length != self.max_len:
             raise EdgeError(f"this fixed-length graph runs only at {self.max_len} tokens, not {length}",
-                            f"omit --seq-len, or convert without --fixed-length for other lengths")
+                            "omit --seq-len, or convert without --fixed-length for other lengths")
         if not 2 <= length <= self.max_len:
             raise EdgeError(f"--seq-len must be within 2..{self.max_len} (the artifact's longest sequence), "
                             f"got {length}", f"e.g. --seq-len {self.max_len}")
@@ -290,10 +290,11 @@ def _roles_by_tensor_name(metadata: dict, details: list) -> dict:
     return roles
 
 
-def load_model(path, backend: str = "auto", threads: Optional[int] = None, verify: bool = True) -> Model:
+def load_model(path, backend: str = "auto", threads: Optional[int] = None, verify: bool = True,
+               delegate: str = DEFAULT_DELEGATE) -> Model:
     """Read, verify and load an artifact; `init_seconds` covers read + load + allocate."""
     start = time.perf_counter()
     artifact = read_artifact(Path(path), verify=verify)
-    chosen = resolve_backend(backend)
+    chosen = with_delegate(resolve_backend(backend), delegate)
     interpreter = open_interpreter(chosen, threads=threads, model_path=artifact.path)
     return Model(artifact, chosen, interpreter, init_seconds=time.perf_counter() - start)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from edge_slm.bench.cli import main as bench_main
 from edge_slm.bench.devices import build_wheel, download_device_wheels, works_instead
 from edge_slm.bench.store import read_rows
 from edge_slm.bench.transport import SshTransport

@@ -100,6 +100,19 @@ def table_row(markdown: str, label: str) -> str:
     return next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
 
 
+def test_timings_of_an_emulated_cpu_are_labelled_in_the_report(tmp_path):
+    emulated = dict(HOST, machine="aarch64", emulated=True,
+                    emulator={"name": "qemu-aarch64", "version": "10.0.2", "cpu": "cortex-a72", "evidence": []})
+    results = tmp_path / "results.jsonl"
+    write_rows(results, [make_row("tinybert", host=emulated)])
+    md = write_report(results).markdown.read_text()
+    assert "**Emulated CPU** (qemu-aarch64 10.0.2, CPU cortex-a72)" in md
+    assert "**emulated** by qemu-aarch64 10.0.2, CPU cortex-a72" in table_row(md, "CPU")
+    assert "(emulated CPU)" in md.split("## Results", 1)[1]
+    write_rows(results, [make_row("tinybert")])
+    assert "emulated CPU" not in write_report(results).markdown.read_text().lower()
+
+
 def test_random_weights_report_states_caveats_and_never_a_number(tmp_path):
     results = tmp_path / "results.jsonl"
     write_rows(results, random_study_rows())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -175,3 +176,28 @@ def test_an_interrupt_writes_the_finished_predictions(tiny_dynamic, tmp_path, mo
     assert code == 130 and err.strip() == "edge-run: interrupted"
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["interrupted"] is True and [p["text"] for p in doc["predictions"]] == ["one", "two"]
+
+
+def test_every_delegate_runs_and_is_recorded(tiny_dynamic, tiny_fp32):
+    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine ."]
+    docs = {d: run(tiny_dynamic, texts=texts, delegate=d, show_progress=False) for d in ("xnnpack", "none", "reference")}
+    assert [doc["backend"]["delegate"] for doc in docs.values()] == ["xnnpack", "none", "reference"]
+    labels = {d: [p["label"] for p in doc["predictions"]] for d, doc in docs.items()}
+    assert labels["xnnpack"] == labels["none"] == labels["reference"]
+    # float graphs: the kernels do the same arithmetic up to rounding
+    fp32 = [np.array([p["logits"] for p in run(tiny_fp32, texts=texts, delegate=d, show_progress=False)["predictions"]])
+            for d in ("xnnpack", "reference")]
+    np.testing.assert_allclose(fp32[0], fp32[1], rtol=0, atol=1e-5)
+
+
+def test_a_backend_without_the_kernels_asked_for_is_one_line(run_cli, tiny_fp32, monkeypatch):
+    import edge_slm.runtime.engine as engine
+
+    real = engine.resolve_backend
+    monkeypatch.setattr(engine, "resolve_backend",
+                        lambda name: dataclasses.replace(real(name), op_resolver_type=None))
+    code, out, err = run_cli("--model", tiny_fp32, "--text", "x", "--delegate", "reference")
+    assert code != 0
+    assert "cannot run with --delegate reference (its interpreter has no OpResolverType.BUILTIN_REF)" in \
+        error_line(err, "edge-run")
+    assert run_cli("--model", tiny_fp32, "--text", "x", "--delegate", "xnnpack")[0] == 0
