@@ -38,7 +38,7 @@ import numpy as np
 from edge_slm.common.cli import (CONTEXT_SETTINGS, DEFAULT_IDLE_SECONDS, DEFAULT_RUNS, DEFAULT_WARMUP,
                                  check_loop_settings, check_meter_settings, loop_options, meter_options,
                                  output_options, run_click)
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, new_document
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, accuracy_withheld, new_document
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import write_json
 from edge_slm.common.progress import Progress
@@ -180,7 +180,7 @@ def measure_baseline(artifact_path, *, threads: int, mode: str = "tf.function", 
                     "seq_len": runner.seq_len, "random_weights": weights.random_weights,
                     "weights": weights.as_dict(), "metadata": meta}
 
-    if dataset is not None and dataset.labels is not None and weights.random_weights:
+    if dataset is not None and dataset.labels is not None and accuracy_withheld(weights.random_weights):
         # Agreement with labels from random weights is noise: not worth a pass over the data.
         doc["evaluation"] = {"status": RANDOM_WEIGHTS_ACCURACY, "examples": len(dataset.texts),
                              "predicted_counts": None}

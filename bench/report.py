@@ -20,14 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, describe_emulator, utc_now
+from edge_slm.common.documents import (NO_INT8_DOT_PRODUCT, RANDOM_WEIGHTS_ACCURACY, describe_emulator,
+                                      lacks_int8_dot_product, utc_now)
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import atomic_write_text, prepare_out_dir
 
 from .plan import ARTIFACT, BASELINE
 from .plots import PLOT_FILES, render_plots
 from .store import latest_rows, read_rows
-from .summary import BUSY_SHARE, Constraints, baseline_for, own_vs_max, recommend, summarize, three_figures
+from .summary import (BUSY_SHARE, INT8_QUANTS, Constraints, baseline_for, own_vs_max, recommend, speed_ratio_text,
+                      summarize, three_figures)
 
 REPORT_FILE = "report.md"
 
@@ -128,6 +130,7 @@ def render_markdown(summaries: list, rows: list, recommendation: dict, plots: di
         lines += _caveats_section(summaries, rows)
         lines += _results_section(summaries)
         lines += _lengths_section(summaries)
+        lines += _quantization_section(summaries)
         lines += _baseline_section(summaries)
         lines += _recommendation_section(recommendation)
     lines += _figures_section(summaries, plots, out, notes)
@@ -158,6 +161,7 @@ def _host_section(summaries: list, rows: list) -> list:
         f"| OS | {_cell(host.get('os'))} |",
         f"| board | {_cell(host.get('board') or 'not a board that names itself (/proc/device-tree/model absent)')} |",
         f"| Python | {host.get('python')} ({host.get('python_implementation')}) |",
+        f"| int8 instructions | {_int8_instructions(host)} |",
     ]
     runtimes = sorted({s.backend for s in summaries if s.kind == ARTIFACT and s.status == "ok"})
     tf = sorted({s.backend for s in summaries if s.kind == BASELINE and s.status == "ok"})
@@ -172,6 +176,56 @@ def _host_section(summaries: list, rows: list) -> list:
                   f"{'; '.join(_cell(h.get('cpu_model')) for h in hosts[:3])}); figures from different hosts "
                   "are not comparable.", ""]
     return lines
+
+
+def _int8_instructions(host: dict) -> str:
+    features = host.get("cpu_features")
+    if not features or features.get("int8_flags") is None:
+        return "not recorded"
+    flags = ", ".join(features["int8_flags"]) or "none of those int8 speed depends on"
+    return flags + ("" if features["int8_dot_product"] else f" — **{NO_INT8_DOT_PRODUCT}**")
+
+
+def _int8_mark(quant: str, host: Optional[dict]) -> str:
+    """Beside an int8 or dynamic-int8 figure measured on a CPU without an int8 dot-product path."""
+    return f" ({NO_INT8_DOT_PRODUCT})" if quant in INT8_QUANTS and lacks_int8_dot_product(host) else ""
+
+
+def backend_ratios(summaries: list) -> list:
+    """The measured p50 ratio of each pair of backends that ran one artifact at one thread count."""
+    runs = {}
+    for s in summaries:
+        if s.kind == ARTIFACT and s.status == "ok" and s.latency:
+            runs.setdefault((s.artifact, s.threads), []).append(s)
+    found = []
+    for (artifact, threads), same in runs.items():
+        fastest = min(same, key=lambda s: s.latency["p50"])
+        for other in same:
+            if other is not fastest:
+                ratio = fastest.latency["p50"] / other.latency["p50"]
+                found.append(f"{other.backend} {speed_ratio_text(ratio)} than {fastest.backend} on "
+                             f"{Path(artifact).name} at {threads} thread{'s' if threads != 1 else ''} "
+                             f"(p50 {three_figures(other.latency['p50'])} vs "
+                             f"{three_figures(fastest.latency['p50'])} ms)")
+    return found
+
+
+def quantization_ratios(summaries: list) -> list:
+    """Each int8/dynamic artifact against the fp32 artifact of its source model, same threads and
+    backend: whether the integer mode is the fast one is measured on this host, not assumed."""
+    runs = [s for s in summaries if s.kind == ARTIFACT and s.status == "ok" and s.latency and s.source]
+    found = []
+    for s in runs:
+        if s.quant not in INT8_QUANTS:
+            continue
+        fp32 = next((o for o in runs if o.quant == "fp32" and o.source == s.source and o.threads == s.threads
+                     and o.backend == s.backend), None)
+        if fp32 is not None:
+            found.append(f"{s.model} {s.quant}: {speed_ratio_text(fp32.latency['p50'] / s.latency['p50'])} than "
+                         f"fp32 at {s.threads} thread{'s' if s.threads != 1 else ''} (p50 "
+                         f"{three_figures(s.latency['p50'])} vs {three_figures(fp32.latency['p50'])} ms)"
+                         + _int8_mark(s.quant, s.host))
+    return found
 
 
 def _caveats_section(summaries: list, rows: list) -> list:
@@ -205,8 +259,18 @@ def _caveats_section(summaries: list, rows: list) -> list:
                      "only part of the run.")
     backends = sorted({s.backend for s in summaries if s.kind == ARTIFACT and s.status == "ok"})
     if backends:
+        ratios = backend_ratios(summaries)
         items.append(f"**Backend**: artifact figures are for {', '.join(backends)} (XNNPACK on CPU). Another "
-                     "runtime on the same graph gives other figures (tflite-runtime 2.14 was ~4x slower here).")
+                     "runtime on the same graph gives other figures"
+                     + (f"; measured in this study: {'; '.join(ratios)}." if ratios else
+                        " (this study ran one backend per artifact: `--backend litert,tflite-runtime` measures "
+                        "both)."))
+    slow_int8 = [s.label for s in summaries if s.status == "ok" and _int8_mark(s.quant, s.host)]
+    if slow_int8:
+        items.append(f"**No int8 dot-product path**: the CPU of {', '.join(slow_int8)} has none of avx512_vnni, "
+                     "avx_vnni, amx_int8 (x86) or asimddp (ARM), so int8 matrix products run on wider multiplies "
+                     "and int8/dynamic artifacts may be no faster than fp32 there; on a CPU with one of them the "
+                     "same artifact can be several times faster. Those figures say so beside them.")
     if any(s.kind == BASELINE for s in summaries):
         items.append("**TF baselines** are the artifacts' source models in TensorFlow fp32 with transformers, run "
                      "on this host (the device path has only the TFLite interpreter); their peak RSS includes "
@@ -257,8 +321,8 @@ def _results_section(summaries: list) -> list:
         size = "—" if s.model_bytes is None else f"{s.model_bytes / 1e6:.1f}" + (" (fp32 params)"
                                                                                if s.kind == BASELINE else "")
         lat = s.latency
-        lines.append(f"| {_cell(s.label)} | {_cell(s.backend)} | {weights} | {_cell(s.accuracy_text)} | "
-                     f"{_cell(s.lengths_text)} | "
+        lines.append(f"| {_cell(s.label + _int8_mark(s.quant, s.host))} | {_cell(s.backend)} | {weights} | "
+                     f"{_cell(s.accuracy_text)} | {_cell(s.lengths_text)} | "
                      + " | ".join(three_figures(v) for v in (lat["p50"], lat["p90"], lat["p99"], s.init_ms)) + " | "
                      f"{_mb(s.peak_rss_mb)} | {size} | {_macs(s.macs_per_inference)} | {three_figures(s.gops_per_s)} | "
                      f"{_cell(s.energy_text)} | {_share(s.other_cpu_share)} |")
@@ -312,6 +376,15 @@ def speedups(summaries: list) -> list:
     return found
 
 
+def _quantization_section(summaries: list) -> list:
+    ratios = quantization_ratios(summaries)
+    if not ratios:
+        return []
+    return (["## Integer against fp32 artifacts", "",
+             "Same source model, threads and backend; measured in this study on this host (int8 speed depends on "
+             "the CPU's int8 instructions, see *Host*).", ""] + [f"- {line}" for line in ratios] + [""])
+
+
 def _baseline_section(summaries: list) -> list:
     ratios = speedups(summaries)
     baselines = [s for s in summaries if s.kind == BASELINE and s.status == "ok"]
@@ -327,9 +400,10 @@ def _baseline_section(summaries: list) -> list:
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in ratios:
         a, b = r["artifact"], r["baseline"]
-        lines.append(f"| {_cell(a.label)} | TF fp32 {r['mode']} | {three_figures(a.latency['p50'])} | "
+        lines.append(f"| {_cell(a.label + _int8_mark(a.quant, a.host))} | TF fp32 {r['mode']} | "
+                     f"{three_figures(a.latency['p50'])} | "
                      f"{three_figures(b.latency['p50'])} | "
-                     f"**{r['speedup']:.2f}x** {'faster' if r['speedup'] >= 1 else 'slower'} | {_mb(a.peak_rss_mb)} | "
+                     f"**{speed_ratio_text(r['speedup'])}** | {_mb(a.peak_rss_mb)} | "
                      f"{_mb(b.peak_rss_mb)} | {r['memory_saving_mb']:.0f} MB less ({r['memory_ratio']:.1f}x smaller) |")
     lines += ["", "| TF baseline | import TF ms | init ms | first inference ms | agreement with the artifact |",
               "|---|---:|---:|---:|---|"]
@@ -360,7 +434,8 @@ def _recommendation_section(rec: dict) -> list:
     if rec["status"] == "ok":
         best = rec["best"]
         lines.append(f"**Recommended: {_cell(best['label'])}** (`{best['artifact']}`, {best['threads']} "
-                     f"thread{'s' if best['threads'] != 1 else ''}, {best['backend']}). {_cell(rec['reason'])}")
+                     f"thread{'s' if best['threads'] != 1 else ''}, {best['backend']}). {_cell(rec['reason'])}"
+                     + _int8_mark(best['quant'], best['host']))
     else:
         lines.append(f"**No artifact to recommend**: {_cell(rec['reason'])}")
     if given and rec["verdicts"]:

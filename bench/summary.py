@@ -6,13 +6,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, accuracy_withheld
 from edge_slm.common.errors import EdgeError
 
 from .plan import ARTIFACT, BASELINE, artifact_metadata, source_identity
 
 LATENCY_STATS = ("p50", "p90", "p99")
 BUSY_SHARE = 0.10  # other processes using this share of the CPU during a run make its figures suspect
+
+
+INT8_QUANTS = ("dynamic", "int8")  # the artifacts whose speed depends on the CPU's int8 instructions
+
+
+def speed_ratio_text(ratio: float) -> str:
+    """A speed ratio (reference time / this time) in words: 1.32 -> "1.32x faster", 0.76 -> "1.32x slower"."""
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
 
 
 def three_figures(value: Optional[float]) -> str:
@@ -147,7 +155,7 @@ def _metadata_of(path: str) -> Optional[dict]:
 
 def _accuracy(result: dict, row: dict, random_weights: Optional[bool]):
     """(accuracy or None, the text to show). Random weights never yield a number."""
-    if random_weights:
+    if accuracy_withheld(random_weights):
         return None, RANDOM_WEIGHTS_ACCURACY
     evaluation = result.get("evaluation")
     if evaluation is None:
@@ -164,7 +172,10 @@ def _accuracy(result: dict, row: dict, random_weights: Optional[bool]):
     if status != "ok":
         return None, str(status)
     accuracy = float(evaluation["accuracy"])
-    return accuracy, f"{accuracy * 100:.1f} % ({evaluation['correct']}/{evaluation['examples']})"
+    text = f"{accuracy * 100:.1f} % ({evaluation['correct']}/{evaluation['examples']})"
+    if evaluation.get("calibrated_on_texts"):  # the artifact was calibrated on some of the --data texts
+        text += f" IN-SAMPLE: calibrated on {evaluation['calibrated_on_texts']} of these texts"
+    return accuracy, text
 
 
 def _energy(summary: RunSummary, energy: Optional[dict], row: dict) -> None:
@@ -332,7 +343,7 @@ def recommend(summaries: list, constraints: Constraints = Constraints()) -> dict
                f"energy {best.energy_text}" if best.energy_mj is not None else None,
                f"accuracy {best.accuracy_text}"]
     result.update(status="ok", best={"label": best.label, "artifact": best.artifact, "threads": best.threads,
-                                     "backend": best.backend},
+                                     "backend": best.backend, "quant": best.quant, "host": best.host},
                   reason=f"{best.label} has {rule} {scope}: " + ", ".join(f for f in figures if f) + "." + tail)
     return result
 

@@ -21,6 +21,21 @@ from . import __version__
 SCHEMA = "edge-slm.run"
 SCHEMA_VERSION = 1
 RANDOM_WEIGHTS_ACCURACY = "n/a (random weights)"
+# The instructions that decide int8 inference speed (XNNPACK picks its int8 kernels by them at run time).
+INT8_SPEED_FLAGS = {
+    "x86": ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"),
+    "arm": ("asimd", "asimddp", "i8mm", "sve", "sve2"),
+}
+# Without one of these an int8 matrix product is done with wider multiplies: often no faster than fp32.
+INT8_DOT_PRODUCT_FLAGS = {"x86": ("avx512_vnni", "avx_vnni", "amx_int8"), "arm": ("asimddp",)}
+NO_INT8_DOT_PRODUCT = "no int8 dot-product instructions on this CPU"
+
+
+def accuracy_withheld(random_init: Optional[bool], trained_steps: int = 0) -> bool:
+    """The one rule for showing accuracy: only random weights that were never trained get
+    RANDOM_WEIGHTS_ACCURACY instead of a number (their agreement with labels is chance). Trained
+    weights get their number whatever their initialisation; None (unknown) is not withheld here."""
+    return bool(random_init) and trained_steps <= 0
 
 
 def edge_slm_version() -> str:
@@ -42,6 +57,7 @@ def host_facts() -> dict:
         "board": _board_model(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
+        "cpu_features": cpu_features(_cpuinfo(), platform.machine()),
         **emulation_facts(),
     }
 
@@ -80,11 +96,37 @@ def describe_emulator(host: dict) -> str:
     return text + (f", CPU {emulator['cpu']}" if emulator.get("cpu") else "")
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        return Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return platform.processor() or platform.machine()
+        return ""
+
+
+def cpu_features(cpuinfo: str, machine: str) -> dict:
+    """The int8-relevant flags of /proc/cpuinfo (x86 `flags`, ARM `Features`), and whether the CPU has
+    an int8 dot-product path; None where /proc/cpuinfo does not say (another OS or architecture)."""
+    arch = machine.lower()
+    isa = ("x86" if arch in ("x86_64", "amd64", "i386", "i686") else
+           "arm" if arch.startswith(("aarch64", "arm")) else None)
+    present = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            present.update(value.split())
+    if isa is None or not present:
+        return {"isa": isa, "int8_flags": None, "int8_dot_product": None}
+    return {"isa": isa, "int8_flags": [f for f in INT8_SPEED_FLAGS[isa] if f in present],
+            "int8_dot_product": any(f in present for f in INT8_DOT_PRODUCT_FLAGS[isa])}
+
+
+def lacks_int8_dot_product(host: Optional[dict]) -> bool:
+    """True only when the host facts say so (older documents without cpu_features: unknown, False)."""
+    return ((host or {}).get("cpu_features") or {}).get("int8_dot_product") is False
+
+
+def _cpu_model() -> str:
+    text = _cpuinfo()
     for key in ("model name", "Model", "Hardware", "cpu model", "Processor"):
         for line in text.splitlines():
             name, _, value = line.partition(":")

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from edge_slm.common.documents import edge_slm_version, utc_now
+from edge_slm.common.documents import edge_slm_version, host_facts, utc_now
 from edge_slm.common.errors import EXIT_VALIDATION_FAILED, EdgeError
 from edge_slm.common.files import atomic_write_text, prepare_out_dir
 from edge_slm.common.stages import StageLog
 from edge_slm.models.registry import load_registry
 from edge_slm.runtime.artifact import build_metadata, graph_sha256, write_artifact
+from edge_slm.runtime.data import text_fingerprint
 from edge_slm.runtime.engine import load_model
 
 from .architectures import ArchitectureSpec
@@ -30,8 +31,8 @@ from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODE
 from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_embedding_table, float_nodes
 from .source import (ModelSource, locate_weights, packaged_bert_vocab, read_vocab, resolve_source,
                      tokenizer_metadata, tokenizer_settings)
-from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, generated_texts,
-                    read_text_file)
+from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, calibration_overlap,
+                    generated_texts, read_text_file, split_pool)
 from .tf_env import captured_native_stderr, tensorflow
 from .validate import compare, encode, hf_tokenizer
 from .validate import reference as compute_reference
@@ -53,6 +54,7 @@ class ConversionResult:
     reference_accuracy: Optional[dict] = None  # the registry's model-card figure (fp32)
     explanation: Optional[dict] = None  # where the error comes from (explain.explain), --explain or a failed mode
     sequence: Optional[dict] = None  # {"kind": "dynamic" | "fixed", "max_len"}: the metadata's "sequence"
+    texts: Optional[dict] = None   # validation and calibration texts: sources, rows, overlap
 
     @property
     def passed(self) -> bool:
@@ -96,7 +98,8 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
     check_seq_len(seq_len)
     compat_target = _compat(compat)
     if validation_samples < 0 or (validation_samples == 0 and calibration is None and data is None):
-        raise EdgeError(f"--validation-samples must be positive (0 = all texts of --calibration), "
+        raise EdgeError(f"--validation-samples must be positive (0 = all texts of --data, or of "
+                        f"--calibration that calibration does not take), "
                         f"got {validation_samples}", f"e.g. --validation-samples {DEFAULT_VALIDATION_SAMPLES}")
     if calibration_samples < 1:
         raise EdgeError(f"--calibration-samples must be at least 1, got {calibration_samples}",
@@ -184,6 +187,10 @@ class _Job:
         tokenizer_meta = tokenizer_metadata(settings, vocab, seq_len)
         self._check_vocab_size(vocab)
         texts, calibration_texts = self._texts(vocab, seq_len)
+        # Only possible when --data and the calibration are different files: the CLI warns, the reports and metadata record it.
+        texts_record = {"validation": texts.describe(),
+                        "calibration": calibration_texts.describe() if calibration_texts else None,
+                        "calibration_overlaps_validation": calibration_overlap(texts, calibration_texts)}
 
         config = make_config(spec, self.src.config, self.src.labels)
         labels = [config.id2label[i] for i in range(config.num_labels)]
@@ -211,7 +218,7 @@ class _Job:
         context = dict(spec=spec, config=config, labels=labels, seq_len=seq_len, tokenizer_meta=tokenizer_meta,
                        vocab=vocab, vocab_origin=vocab_origin, weights=weights, texts=texts,
                        calibration_texts=calibration_texts, reference=reference, frozen=frozen,
-                       fp32_graph=fp32_graph, tokenizer=tokenizer)
+                       fp32_graph=fp32_graph, tokenizer=tokenizer, texts_record=texts_record)
         results = []
         for mode in self.modes:
             if mode.name == "fp32":
@@ -268,9 +275,14 @@ class _Job:
             "quantization_detail": mode.description,
             "float_embeddings": self.float_embeddings and mode.name == "dynamic",  # --float-embeddings
             "vocab_source": ctx["vocab_origin"],
+            # Only an integer mode is calibrated: the others' record says so.
+            "texts": ctx["texts_record"] if mode.integer else {**ctx["texts_record"], "calibration": None,
+                                                              "calibration_overlaps_validation": 0},
         }
         if mode.integer:
-            extra["calibration"] = ctx["calibration_texts"].describe()
+            # Fingerprints, not texts: an evaluation on data that overlaps them says so (edge-run, edge-bench).
+            extra["calibration"] = {**ctx["calibration_texts"].describe(),
+                                    "fingerprints": [text_fingerprint(t) for t in ctx["calibration_texts"].texts]}
             extra["float_layers"] = ctx["float_layers"]  # --int8-float-layers: which dense layers stayed float
         common = dict(graph=graph, tokenizer=ctx["tokenizer_meta"], labels=labels, inputs=inputs,
                       outputs=[{"name": facts["outputs"][0]["name"], "role": "logits"}], quantization=mode.name,
@@ -301,14 +313,15 @@ class _Job:
                       "file_bytes": path.stat().st_size if written else None,
                       "validation": extra["validation"], "timings_seconds": timings,
                       **{k: extra[k] for k in ("model", "tools", "weights", "compat", "sequence")},
-                      "calibration": extra.get("calibration"), "explain": explanation}
+                      "calibration": extra.get("calibration"), "explain": explanation, "texts": extra["texts"],
+                      "host": host_facts()}
             atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
         return ConversionResult(model=self.name, quant=mode.name, artifact_path=str(path) if written else None,
                                 report_path=str(report_path), seq_len=seq_len, graph_bytes=len(graph),
                                 file_bytes=report["file_bytes"], random_weights=weights.random_weights,
                                 validation=validation, timings=timings,
                                 reference_accuracy=extra["model"]["reference"], explanation=explanation,
-                                sequence=extra["sequence"])
+                                sequence=extra["sequence"], texts=extra["texts"])
 
     def _explain(self, mode: QuantMode, graph: bytes, ctx: dict) -> dict:
         """The ops and layers that carry `graph`'s error against the fp32 graph it was made from, on the
@@ -334,6 +347,8 @@ class _Job:
             device_model = load_model(provisional)
             metrics = compare(ctx["reference"], device_model, threshold, enforced)
         metrics["texts_source"] = ctx["texts"].source
+        metrics["calibration_overlaps_validation"] = (ctx["texts_record"]["calibration_overlaps_validation"]
+                                                      if mode.integer else 0)
         metrics["backend"] = device_model.backend.describe()
         return metrics
 
@@ -351,14 +366,25 @@ class _Job:
                             "the vocab and config.json belong to different models")
 
     def _texts(self, vocab: list, seq_len: int) -> tuple:
-        """(validation texts, calibration texts): the heads of the file, or of generated texts."""
+        """(validation texts, calibration texts or None without an integer mode). Validation runs on
+        --data, else --calibration, else the held-out (else training) file an edge-train checkpoint
+        records; calibration on --calibration, else the recorded training file, else --data. Texts of
+        one pool are split: validation first, calibration after, so none is both."""
+        calibrating = any(m.integer for m in self.modes)
+        calibration_count = self.calibration_samples if calibrating else 0
         recorded_train, recorded_held_out = self._recorded_texts()
         calibration = self.file_texts or recorded_train or self.data_texts
         validation = self.data_texts or self.file_texts or recorded_held_out or recorded_train
         if calibration is None:
-            count = max(self.validation_samples, self.calibration_samples)
-            calibration = validation = Texts(generated_texts(vocab, count, seq_len), "generated")
-        return validation.first(self.validation_samples), calibration.first(self.calibration_samples)
+            calibration = Texts(generated_texts(vocab, self.validation_samples + calibration_count, seq_len),
+                                "generated")
+        validation = validation or calibration
+        if validation is calibration:
+            validation, calibration = split_pool(calibration, self.validation_samples, calibration_count)
+        else:
+            validation = validation.take(0, self.validation_samples or None)
+            calibration = calibration.take(0, calibration_count)
+        return validation, calibration if calibrating else None
 
     def _recorded_texts(self) -> tuple:
         """(training texts, held-out texts) of an edge-train checkpoint, from the files its

@@ -12,8 +12,8 @@ from typing import Optional
 
 import click
 
-from edge_slm.common.cli import CONTEXT_SETTINGS, output_options, run_click
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY
+from edge_slm.common.cli import CONTEXT_SETTINGS, output_options, run_click, warn
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, accuracy_withheld
 from edge_slm.common.errors import EXIT_VALIDATION_FAILED, EdgeError
 from edge_slm.common.stages import StageLog
 from edge_slm.models.registry import load_registry
@@ -40,11 +40,13 @@ def _split_modes(ctx, param, values) -> list:
 @click.option("--fixed-length", is_flag=True, help="Trace at exactly --seq-len: every request padded to it "
                                                    "(default: each request runs at its own length).")
 @click.option("--calibration", help="Texts for int8/int16x8 calibration and for validation: TSV/CSV/JSONL/plain "
-                                    "(default: texts generated from the vocab).")
+                                    "(default: texts generated from the vocab). From one file, validation takes the "
+                                    "first texts and calibration the ones after them: no text is used for both.")
 @click.option("--data", help="Texts to validate on, not trained on (e.g. the dev set): TSV/CSV/JSONL/plain. "
                              "Default: --calibration, else the held-out file an edge-train checkpoint records.")
 @click.option("--validation-samples", type=int, default=DEFAULT_VALIDATION_SAMPLES, show_default=True,
-              help="Texts to validate on (0 = every text of --calibration).")
+              help="Texts to validate on (0 = every text of --data, or every text of --calibration that "
+                   "calibration does not take).")
 @click.option("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES, show_default=True,
               help="Texts to calibrate int8/int16x8 on.")
 @click.option("--compat", type=click.Choice(sorted(COMPAT_TARGETS)),
@@ -95,6 +97,9 @@ def command(models, quant_modes, seq_len, fixed_length, calibration, data, valid
         except ValidationFailed as e:  # the other models still get converted
             results += e.results
             failures.append(e)
+    for r in results:
+        if calibrated_on_validation(r):
+            warn(f"{r.model} {r.quant}: {_overlap_text(r)}")
     if as_json:
         click.echo(json.dumps({"results": [r.as_dict() for r in results], "stages": log.timings}, indent=2))
     else:
@@ -106,24 +111,43 @@ def command(models, quant_modes, seq_len, fixed_length, calibration, data, valid
         raise EdgeError("; ".join(f.message for f in failures), failures[0].hint, exit_code=EXIT_VALIDATION_FAILED)
 
 
+def calibrated_on_validation(result) -> int:
+    """How many of its validation texts an artifact was also calibrated on (0 unless an integer mode)."""
+    return (result.texts or {}).get("calibration_overlaps_validation", 0)
+
+
+def _overlap_text(result) -> str:
+    return (f"calibrated on {calibrated_on_validation(result)} of its {result.texts['validation']['count']} "
+            "validation texts: its agreement is partly in-sample")
+
+
 def render_results(results: list) -> str:
-    header = f"{'artifact':<44} {'MB':>7} {'max|Δlogit|':>11} {'agree':>7}  reference accuracy (model card)"
-    lines = [header]
+    lines = [f"{'artifact':<44} {'MB':>7} {'max|Δlogit|':>11} {'agree':>8}"]
+    marked = []
     for r in results:
         v = r.validation
         delta = f"{v['max_abs_logit_diff']:.2e}" if v else "-"
         agree = f"{v['label_agreement'] * 100:.1f}%" if v else "-"
+        if v and calibrated_on_validation(r):
+            marked.append(r)
+            agree += "*"
         size = f"{r.file_bytes / 1e6:.1f}" if r.file_bytes else "-"
         name = r.artifact_path or f"(rejected) {r.report_path}"
-        lines.append(f"{name:<44} {size:>7} {delta:>11} {agree:>7}  {_reference(r)}")
+        lines.append(f"{name:<44} {size:>7} {delta:>11} {agree:>8}")
+    lines += [f"* {r.model} {r.quant}: {_overlap_text(r)}" for r in marked]
+    # The model card's figure is the source model's (fp32, before conversion): once per model.
+    sources = {r.model: r for r in results}
+    lines += [f"source {name}: accuracy {_source_accuracy(r)}" for name, r in sources.items()]
     return "\n".join(lines)
 
 
-def _reference(result) -> str:
-    if result.random_weights:
+def _source_accuracy(result) -> str:
+    if accuracy_withheld(result.random_weights):
         return RANDOM_WEIGHTS_ACCURACY
     reference = result.reference_accuracy
-    return f"{reference['accuracy'] * 100:.1f} % on {reference['dataset']}" if reference else "-"
+    if not reference:
+        return "not on record (no model-card figure in the registry)"
+    return f"{reference['accuracy'] * 100:.1f} % on {reference['dataset']} (model card, fp32)"
 
 
 def _render_registry(registry_files, as_json: bool) -> str:

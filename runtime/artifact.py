@@ -111,6 +111,19 @@ def build_metadata(*, graph: bytes, tokenizer: dict, labels: list, inputs: list,
     return meta
 
 
+def describe_model(meta: Optional[dict]) -> dict:
+    """What a measured artifact is, from its metadata (a plain .tflite has none: unknown)."""
+    if not meta:
+        return {"name": None, "architecture": "unknown (plain .tflite: no edge-slm metadata)", "weights": "unknown",
+                "quantization": None, "seq_len": None}
+    model = meta.get("model") or {}
+    shape = (f" {model['num_layers']}L-{model['hidden_size']}"
+             if model.get("num_layers") and model.get("hidden_size") else "")
+    return {"name": model.get("name"), "architecture": f"{model.get('architecture') or model.get('model_type')}{shape}",
+            "weights": "random init" if meta["random_weights"] else "trained",
+            "quantization": meta["quantization"], "seq_len": meta["tokenizer"]["max_seq_len"]}
+
+
 def check_metadata(meta: Any, where: str = "metadata.json") -> dict:
     """Raise EdgeError unless `meta` is a usable format-1 metadata dict."""
     if not isinstance(meta, dict):

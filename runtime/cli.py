@@ -14,7 +14,8 @@ from typing import Optional
 import click
 
 from edge_slm.common.cli import (CONTEXT_SETTINGS, DEFAULT_IDLE_SECONDS, DEFAULT_WARMUP, check_loop_settings,
-                                 check_meter_settings, loop_options, meter_options, output_options, run_click)
+                                 check_meter_settings, loop_options, meter_options, output_options, run_click,
+                                 warn)
 from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, describe_emulator, new_document
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import write_json
@@ -75,6 +76,8 @@ def _run_into(doc, model, texts, dataset, bench, runs, min_seconds, warmup, mete
         doc["predictions_summary"] = _predictions_summary(doc["predictions"])
         if dataset is not None and dataset.labels is not None:
             doc["evaluation"] = evaluate(model, dataset, doc["predictions"][len(texts):])
+            if doc["evaluation"].get("calibrated_on_texts"):
+                warn(f"accuracy {calibration_note(doc['evaluation'])}")
 
     if bench:
         bench_texts = (list(texts) + (dataset.texts if dataset else [])) if model.tokenizer else None
@@ -170,12 +173,18 @@ def _clip(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def calibration_note(evaluation: dict) -> str:
+    return (f"in-sample: the artifact was calibrated on {evaluation['calibrated_on_texts']} of these "
+            f"{evaluation['examples']} texts")
+
+
 def _render_evaluation(ev: dict) -> list:
     if ev["status"] == RANDOM_WEIGHTS_ACCURACY:
         counts = ", ".join(f"{k}: {v}" for k, v in ev["predicted_counts"].items())
         return [f"accuracy   {RANDOM_WEIGHTS_ACCURACY} over {ev['examples']} examples", f"predicted  {counts}"]
     lines = [f"accuracy   {ev['accuracy'] * 100:.2f} % ({ev['correct']}/{ev['examples']})"
-             + ("" if ev["status"] == "ok" else f"  [{ev['status']}]"),
+             + ("" if ev["status"] == "ok" else f"  [{ev['status']}]")
+             + (f"  [{calibration_note(ev)}]" if ev.get("calibrated_on_texts") else ""),
              f"macro-F1   {ev['macro_f1'] * 100:.2f} %",
              "per class  " + "  ".join(f"{k}: {v['correct']}/{v['support']} (F1 {v['f1'] * 100:.1f} %)"
                                        for k, v in ev["per_class"].items()),

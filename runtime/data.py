@@ -8,6 +8,7 @@ EdgeError naming file:line, never a traceback.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -259,3 +260,25 @@ def label_ids(dataset: Dataset, label_names: list) -> list:
                             f"{list(label_names)}", "use the model's label names or their indices")
         ids.append(index)
     return ids
+
+
+# ---- which texts a model was calibrated on -------------------------------------------------------
+# An int8 artifact records short hashes of its calibration texts (not the texts: they may be private),
+# so that an evaluation on data that overlaps them can say so.
+FINGERPRINT_HEX = 16
+
+
+def text_fingerprint(text: str) -> str:
+    """A hash of the text with case and whitespace normalized: "A  film." and "a film." match."""
+    return hashlib.sha256(" ".join(text.lower().split()).encode("utf-8")).hexdigest()[:FINGERPRINT_HEX]
+
+
+def overlapping_texts(fingerprints, texts) -> int:
+    """How many of `texts` have one of these fingerprints."""
+    known = set(fingerprints or ())
+    return sum(text_fingerprint(t) in known for t in texts) if known else 0
+
+
+def calibrated_on(metadata: Optional[dict], texts) -> int:
+    """How many of `texts` the artifact was calibrated on (0 when it records no calibration)."""
+    return overlapping_texts(((metadata or {}).get("calibration") or {}).get("fingerprints"), texts)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, accuracy_withheld
 
-from .data import label_ids
+from .data import calibrated_on, label_ids
 
 
 def classification_report(true_ids: list, predicted_ids: list, label_names: list) -> dict:
@@ -47,9 +47,12 @@ def evaluate(model, dataset, predictions: list) -> dict:
     true_ids = label_ids(dataset, model.labels)
     predicted = [p["index"] for p in predictions]
     report = classification_report(true_ids, predicted, model.labels)
-    if model.random_weights:
+    if accuracy_withheld(model.random_weights):
         # Agreement with labels from random weights is noise; never present it as accuracy.
         return {"status": RANDOM_WEIGHTS_ACCURACY, "examples": report["examples"],
                 "predicted_counts": {k: v["predicted"] for k, v in report["per_class"].items()}}
     report["status"] = "ok" if model.random_weights is False else "unknown weights (plain .tflite)"
+    # Texts the artifact was calibrated on make its accuracy partly in-sample: say how many.
+    # (A TF baseline runner has no metadata: the source model was never calibrated.)
+    report["calibrated_on_texts"] = calibrated_on(getattr(model, "metadata", None), dataset.texts)
     return report

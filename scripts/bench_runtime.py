@@ -1,8 +1,9 @@
 """`make bench`: edge-run against a bare interpreter script on the same model and inputs.
 
-Measures, for a TinyBERT-architecture (4 layers, hidden 312) dynamic-int8 artifact (length-aware, the
-converter's default) timed at sequence length 128 (edge-run --bench's default), in fresh processes, alternating the two so drift hits both alike (each ratio is the median of the
-per-round ratios of a back-to-back pair):
+Measures, for --model (default: a TinyBERT-architecture (4 layers, hidden 312) dynamic-int8 artifact,
+length-aware as the converter makes it by default, timed at sequence length 128, edge-run --bench's
+default; the results name the model from its own metadata), in fresh processes, alternating the two
+so drift hits both alike (each ratio is the median of the per-round ratios of a back-to-back pair):
   - edge-run steady-state p50 (tokenize + set inputs + invoke + read) / bare invoke() p50  (goal <= 1.05)
   - tokenize + prepare p50 / edge-run p50                                                (goal <= 3 %)
   - edge-run peak RSS / bare-script peak RSS                                            (goal <= 1.10)
@@ -64,6 +65,14 @@ def build_artifact(out_dir: Path) -> Path:
     results = convert("tinybert", quant_modes=["dynamic"], seq_len=128, out_dir=str(out_dir),
                       random_init=True, validate=False)
     return Path(results[0].artifact_path)
+
+
+def model_record(model_path: Path) -> dict:
+    """The model measured, as its own metadata says (not what the default build would be)."""
+    from edge_slm.runtime.artifact import describe_model, read_artifact
+
+    return {"path": str(model_path), "file_bytes": os.path.getsize(model_path),
+            **describe_model(read_artifact(model_path).metadata)}
 
 
 def token_ids(model_path: Path, texts) -> Path:
@@ -141,8 +150,7 @@ def main() -> int:
     ratios["peak_rss_edge_run_over_bare"]["met"] = ratios["peak_rss_edge_run_over_bare"]["value"] <= 1.10
     document = {
         "benchmark": "edge-run vs bare interpreter", "created": utc_now(), "host": host_facts(),
-        "model": {"path": str(model_path), "file_bytes": os.path.getsize(model_path),
-                  "architecture": "TinyBERT 4L-312 (random init)", "quantization": "dynamic", "seq_len": 128},
+        "model": model_record(model_path),
         "settings": {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
                      "texts": len(SAMPLE_TEXTS)},
         "medians": {"bare_invoke_p50_ms": bare_p50, "edge_run_p50_ms": edge_p50, "prepare_p50_ms": prepare_p50,

@@ -34,7 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("mobilebert", "distilbert", "tinybert")
 SEQ_LEN = 128
-QUANT = "dynamic"
+# Both, so that whether dynamic int8 is the fast mode is measured on this host, not assumed: it
+# depends on the CPU's int8 dot-product instructions (the report names them).
+QUANTS = ("fp32", "dynamic")
 _EDGE_CONVERT = "import sys; from edge_slm.convert.cli import main; sys.exit(main(sys.argv[1:]))"
 _EDGE_TRAIN = "import sys; from edge_slm.train.cli import main; sys.exit(main(sys.argv[1:]))"
 SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
@@ -49,7 +51,7 @@ def say(message: str) -> None:
 
 # ---- 1. artifacts --------------------------------------------------------------------------------
 
-def reusable(path: Path, model: str, newer_than: Path = None) -> bool:
+def reusable(path: Path, model: str, quant: str, newer_than: Path = None) -> bool:
     """An artifact this demo built before: same model, quantization and sequence length (and, for a
     fine-tuned model, converted after its weights were last written)."""
     from edge_slm.runtime.artifact import read_artifact
@@ -61,13 +63,13 @@ def reusable(path: Path, model: str, newer_than: Path = None) -> bool:
         return False
     if newer_than is not None and (not newer_than.exists() or path.stat().st_mtime < newer_than.stat().st_mtime):
         return False
-    return bool(meta) and meta.get("model", {}).get("name") == model and meta["quantization"] == QUANT \
+    return bool(meta) and meta.get("model", {}).get("name") == model and meta["quantization"] == quant \
         and meta["tokenizer"]["max_seq_len"] == SEQ_LEN
 
 
 def convert(sources: list, models_dir: Path, *extra: str) -> dict:
     """Run edge-convert on `sources`; returns {model name: seconds of its conversion stages}."""
-    process = subprocess.run([sys.executable, "-c", _EDGE_CONVERT, *sources, "--quant", QUANT, "--seq-len",
+    process = subprocess.run([sys.executable, "-c", _EDGE_CONVERT, *sources, "--quant", ",".join(QUANTS), "--seq-len",
                               str(SEQ_LEN), *extra, "-o", str(models_dir), "--json"], stdout=subprocess.PIPE, text=True)
     if process.returncode != 0:
         raise SystemExit(f"demo: edge-convert failed (exit {process.returncode}); see its error above")
@@ -78,11 +80,12 @@ def convert(sources: list, models_dir: Path, *extra: str) -> dict:
 
 def build_artifacts(models_dir: Path, rebuild: bool) -> tuple:
     """({model: artifact path}, {model: conversion seconds or 'reused'})."""
-    artifacts = {m: models_dir / f"{m}-{QUANT}.tflite" for m in MODELS}
-    todo = [m for m in MODELS if rebuild or not reusable(artifacts[m], m)]
+    artifacts = {(m, q): models_dir / f"{m}-{q}.tflite" for m in MODELS for q in QUANTS}
+    todo = [m for m in MODELS if rebuild or not all(reusable(artifacts[m, q], m, q) for q in QUANTS)]
     timings = {m: "reused" for m in MODELS if m not in todo}
     if todo:
-        say(f"converting {', '.join(todo)} to {QUANT} int8 at seq {SEQ_LEN} (random weights if the hub is offline)")
+        say(f"converting {', '.join(todo)} to {' and '.join(QUANTS)} at seq {SEQ_LEN} (random weights if the hub "
+            "is offline)")
         timings.update(convert(todo, models_dir, "--random-init-if-offline"))
     return artifacts, timings
 
@@ -131,12 +134,14 @@ def fine_tune_minilm(models_dir: Path, sst2: Path, train_examples: int, rebuild:
     return checkpoint, round(time.monotonic() - start, 1)
 
 
-def build_minilm_artifact(models_dir: Path, checkpoint: Path, rebuild: bool) -> tuple:
-    artifact = models_dir / f"{MINILM_NAME}-{QUANT}.tflite"
-    if not rebuild and reusable(artifact, MINILM_NAME, newer_than=checkpoint / "tf_model.h5"):
-        return artifact, "reused"
-    say(f"converting the fine-tuned MiniLM to {QUANT} int8 at seq {SEQ_LEN}")
-    return artifact, convert([str(checkpoint)], models_dir)[MINILM_NAME]
+def build_minilm_artifacts(models_dir: Path, checkpoint: Path, rebuild: bool) -> tuple:
+    """({(name, quant): artifact path}, seconds or 'reused')."""
+    artifacts = {(MINILM_NAME, q): models_dir / f"{MINILM_NAME}-{q}.tflite" for q in QUANTS}
+    if not rebuild and all(reusable(path, MINILM_NAME, q, newer_than=checkpoint / "tf_model.h5")
+                           for (_, q), path in artifacts.items()):
+        return artifacts, "reused"
+    say(f"converting the fine-tuned MiniLM to {' and '.join(QUANTS)} at seq {SEQ_LEN}")
+    return artifacts, convert([str(checkpoint)], models_dir)[MINILM_NAME]
 
 
 # ---- 2. the emulated meter -----------------------------------------------------------------------
@@ -224,8 +229,8 @@ def main() -> int:
                                                                            args.train_examples, args.rebuild)
             stage_seconds["fine-tune"] = round(time.monotonic() - start, 1)
             start = time.monotonic()
-            artifacts[MINILM_NAME], conversions[MINILM_NAME] = build_minilm_artifact(models_dir, checkpoint,
-                                                                                     args.rebuild)
+            minilm_artifacts, conversions[MINILM_NAME] = build_minilm_artifacts(models_dir, checkpoint, args.rebuild)
+            artifacts.update(minilm_artifacts)
             stage_seconds["convert minilm"] = round(time.monotonic() - start, 1)
             data = str(Path(args.sst2_dir) / "dev.tsv")
 
@@ -258,11 +263,15 @@ def main() -> int:
         return e.exit_code
     total = round(time.monotonic() - begin, 1)
 
-    from edge_slm.bench.report import speedups
+    from edge_slm.bench.report import quantization_ratios, speedups
+    from edge_slm.bench.summary import speed_ratio_text
 
     run_seconds = [{"run": row["key"], "wall_s": row["wall_s"], "other_cpu_share": row["other_cpu_share"]}
                    for row in outcome.rows]
-    timings = {"stages_s": stage_seconds, "conversions_s": conversions, "runs_s": run_seconds, "total_s": total}
+    from edge_slm.common.documents import host_facts
+
+    timings = {"host": host_facts(), "stages_s": stage_seconds, "conversions_s": conversions, "runs_s": run_seconds,
+               "total_s": total}
     (out / "demo-timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     files = outcome.report
     print(f"\nedge-slm {'study' if args.study else 'demo'}: model selection (energy from an EMULATED meter)")
@@ -271,8 +280,14 @@ def main() -> int:
                                      f"{s.energy_text}  accuracy {s.accuracy_text}" if s.status == "ok"
                                      else f"FAILED: {s.error}"))
     for r in speedups(files.summaries):
-        print(f"  {r['artifact'].label}: {r['speedup']:.2f}x faster than TF fp32 {r['mode']}, "
+        print(f"  {r['artifact'].label}: {speed_ratio_text(r['speedup'])} than TF fp32 {r['mode']}, "
               f"{r['memory_saving_mb']:.0f} MB less peak memory")
+    host = files.summaries[0].host or {}
+    print(f"  dynamic int8 against fp32 on this host ({host.get('cpu_model')}; "
+          f"{'with' if (host.get('cpu_features') or {}).get('int8_dot_product') else 'without'} int8 dot-product "
+          "instructions):")
+    for line in quantization_ratios(files.summaries):
+        print(f"    {line}")
     rec = files.recommendation
     print(f"  recommendation: {rec['best']['label'] if rec['status'] == 'ok' else 'none'} — {rec['reason']}")
     print("stage wall times: " + ", ".join(f"{k} {v} s" for k, v in stage_seconds.items()) + f"; total {total} s")

@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, host_facts, memory_mb, utc_now
+from edge_slm.common.documents import host_facts, memory_mb, utc_now
 from edge_slm.common.errors import EXIT_INTERRUPTED, EdgeError
 from edge_slm.common.progress import Progress
 from edge_slm.common.stages import StageLog
@@ -25,7 +25,7 @@ from .data import generated_examples, label_sort_key, read_labelled, subset
 from .model import (Trainer, build_tokenizer, encode_texts, release_model, resolve_seq_len,
                     tool_versions, training_speed)
 from .settings import (COMPARE_BATCH_SIZE, COMPARE_SCHEMA, COMPARE_SEQ_LEN, DEFAULT_COMPARE_STEPS, RANDOM_INIT_NOTE,
-                       SCHEMA_VERSION, SPEED_WARMUP_STEPS, TrainSettings)
+                       SCHEMA_VERSION, SPEED_ONLY_ACCURACY, SPEED_WARMUP_STEPS, TrainSettings)
 
 
 def compare(models: Iterable, train_path=None, *, steps: int = DEFAULT_COMPARE_STEPS,
@@ -84,7 +84,7 @@ def compare(models: Iterable, train_path=None, *, steps: int = DEFAULT_COMPARE_S
     return {
         "schema": COMPARE_SCHEMA, "schema_version": SCHEMA_VERSION, "created": utc_now(),
         "tool": tool_versions(), "host": host_facts(),
-        "weights": "random", "weights_note": RANDOM_INIT_NOTE, "accuracy": RANDOM_WEIGHTS_ACCURACY,
+        "weights": "random", "weights_note": RANDOM_INIT_NOTE, "accuracy": SPEED_ONLY_ACCURACY,
         "data": {**data, "labels": labels},
         "settings": {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "learning_rate": learning_rate,
                      "seed": seed, "speed_warmup_steps": SPEED_WARMUP_STEPS,

@@ -39,7 +39,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, host_facts, memory_mb, utc_now
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, accuracy_withheld, host_facts, memory_mb, utc_now
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import atomic_write_text, prepare_out_dir
 from edge_slm.common.progress import Progress
@@ -166,8 +166,6 @@ class TrainJob:
         if self.state is not None:
             self.trainer.restore_optimizer(self.resumed_from / OPTIMIZER_FILE)
             self.log.note(self.name, f"resuming at step {self.state['step']}/{total} from {self.resumed_from}")
-        elif weights_file is None:
-            self.log.note(self.name, f"random initialisation: dev accuracy is reported as {RANDOM_WEIGHTS_ACCURACY}")
         self.tokenizer_dir = self.scratch / "tokenizer"
         self.tokenizer.save_pretrained(str(self.tokenizer_dir))
         if self.state is not None:  # a kill between a checkpoint's rename and its publication
@@ -214,19 +212,21 @@ class TrainJob:
         result = self.trainer.evaluate(self.dev_arrays, self.dev_ids)
         self.totals["eval_seconds"] += time.perf_counter() - start
         accuracy = result["correct"] / result["examples"]
+        withheld = self.accuracy_withheld
         entry = {"step": self.step, "epoch": round(self.step / self.trainer.steps_per_epoch, 4),
                  "examples_seen": self.totals["examples_seen"], "train_loss": train_loss, "dev_loss": result["loss"],
-                 "dev_accuracy": RANDOM_WEIGHTS_ACCURACY if self.random_start else accuracy,
-                 "dev_correct": None if self.random_start else result["correct"], "dev_examples": result["examples"],
+                 "dev_accuracy": RANDOM_WEIGHTS_ACCURACY if withheld else accuracy,
+                 "dev_correct": None if withheld else result["correct"], "dev_examples": result["examples"],
                  "train_seconds": round(self.totals["train_seconds"], 3), "wall_seconds": round(self._wall(), 3)}
         self.evaluations.append(entry)
-        shown = RANDOM_WEIGHTS_ACCURACY if self.random_start else f"{accuracy * 100:.2f} %"
+        shown = RANDOM_WEIGHTS_ACCURACY if withheld else f"{accuracy * 100:.2f} %"
         self.log.note(self.name, f"step {self.step}/{self.trainer.total_steps}: train loss {train_loss:.4f}, "
                                  f"dev loss {result['loss']:.4f}, dev accuracy {shown}")
 
     @property
-    def random_start(self) -> bool:
-        return self.fingerprint["init"] == "random"
+    def accuracy_withheld(self) -> bool:
+        """Random init is withheld only until the first step: trained weights get their number."""
+        return accuracy_withheld(self.fingerprint["init"] == "random", self.step)
 
     def _wall(self) -> float:
         """Seconds since the run started: set-up, training, evaluations and checkpoints, over all sessions."""
@@ -289,16 +289,18 @@ class TrainJob:
             "final": final,
             "time_to_target": self._time_to_target(),
             "output": {"directory": str(self.out), "convert": f"edge-convert {self.out}"},
-            "random_weights": self.random_start,
+            "random_weights": self.accuracy_withheld,  # the output's weights: trained after one step
         }
 
     def _time_to_target(self) -> Optional[dict]:
         target = self.settings.target_accuracy
         if target is None:
             return None
-        if self.random_start:
+        if self.accuracy_withheld:
             return {"target_accuracy": target, "reached": RANDOM_WEIGHTS_ACCURACY}
-        hit = next((e for e in self.evaluations if e["dev_accuracy"] >= target), None)
+        # A run resumed from an older edge-train may hold RANDOM_WEIGHTS_ACCURACY entries.
+        hit = next((e for e in self.evaluations if isinstance(e["dev_accuracy"], float)
+                    and e["dev_accuracy"] >= target), None)
         if hit is None:
             return {"target_accuracy": target, "reached": False}
         return {"target_accuracy": target, "reached": True, "step": hit["step"], "epoch": hit["epoch"],

@@ -25,6 +25,8 @@ COMPARE_BATCH_SIZE = 16
 COMPARE_SEQ_LEN = 128
 RANDOM_INIT_NOTE = ("random initialisation: training speed does not depend on the weight values, so the "
                     "comparison needs no pretrained checkpoint (and no hub); accuracy is not measured")
+# The weights are trained for a few steps but never evaluated: not "random weights", just no dev set.
+SPEED_ONLY_ACCURACY = "not measured (a training-speed comparison has no dev set)"
 
 
 @dataclass(frozen=True)

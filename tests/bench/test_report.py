@@ -129,8 +129,8 @@ def test_random_weights_report_states_caveats_and_never_a_number(tmp_path):
         assert cells[-2].endswith("mJ (emulated)")
         assert "%" not in "|".join(cells[:-1])  # no accuracy figure of any kind (the last cell is other CPU %)
     # the speed-up of each artifact against its TF fp32 source model is stated
-    assert "| tinybert dynamic, 2 thr | TF fp32 tf.function | 5.00 | 17.0 | **3.40x** faster |" in md
-    assert "**1.80x** faster" in md and "**2.50x** faster" in md
+    assert "| tinybert dynamic, 2 thr | TF fp32 tf.function | 5.00 | 17.0 | **3.40x faster** |" in md
+    assert "**1.80x faster**" in md and "**2.50x faster**" in md
     # no fake accuracy points: the accuracy plot becomes a latency chart that says why
     assert "No run has a measured accuracy (n/a (random weights))" in md
     assert files.recommendation["status"] == "ok" and "latency decides" in files.recommendation["reason"]
@@ -386,3 +386,66 @@ def test_min_accuracy_takes_fractions_and_percentages(text, value):
 def test_ambiguous_or_bad_min_accuracy_is_refused(text):
     with pytest.raises(EdgeError, match="min-accuracy"):
         parse_accuracy(text)
+
+
+# ---- issue 11: only measured claims, in words that read right ------------------------------------
+
+def report_of(tmp_path, rows) -> str:
+    tmp_path.mkdir(exist_ok=True)
+    write_rows(tmp_path / "results.jsonl", rows)
+    return write_report(tmp_path / "results.jsonl").markdown.read_text()
+
+
+def test_backend_caveat_states_only_what_the_study_measured(tmp_path):
+    md = report_of(tmp_path, random_study_rows())
+    assert "4x" not in md and "was ~" not in md
+    assert "this study ran one backend per artifact" in md
+
+    litert = make_row("tinybert", p50=5.0)
+    tflite_runtime = make_row("tinybert", p50=20.0)
+    tflite_runtime.update(backend="tflite-runtime", key=tflite_runtime["key"].replace("|auto|", "|tflite-runtime|"))
+    tflite_runtime["result"]["backend"] = {"name": "tflite-runtime", "version": "2.14.0"}
+    md = report_of(tmp_path / "two", [litert, tflite_runtime])
+    assert ("measured in this study: tflite-runtime 2.14.0 4.00x slower than litert 2.3.0 on tinybert-dynamic.tflite "
+            "at 2 threads (p50 20.0 vs 5.00 ms)") in md
+
+
+def test_a_slower_artifact_reads_slower(tmp_path):
+    from edge_slm.bench.summary import speed_ratio_text
+
+    assert speed_ratio_text(1.3) == "1.30x faster" and speed_ratio_text(0.76) == "1.32x slower"
+    md = report_of(tmp_path, [make_row("tinybert", p50=20.0), make_row("tinybert", kind="tf-baseline", p50=15.0)])
+    assert "**1.33x slower**" in md and "0.75x" not in md
+
+
+def test_int8_figures_say_when_the_cpu_has_no_int8_dot_product(tmp_path):
+    avx2_only = dict(HOST, cpu_model="AMD EPYC 7B12", cpu_features={"isa": "x86", "int8_flags": ["avx2"],
+                                                                    "int8_dot_product": False})
+    rows = [make_row("tinybert", "dynamic", host=avx2_only), make_row("tinybert", "fp32", host=avx2_only),
+            make_row("tinybert", kind="tf-baseline", host=avx2_only)]
+    md = report_of(tmp_path, rows)
+    assert "| int8 instructions | avx2 — **no int8 dot-product instructions on this CPU** |" in md
+    assert table_row(md, "tinybert dynamic, 2 thr (no int8 dot-product instructions on this CPU)")
+    assert table_row(md, "tinybert fp32, 2 thr")  # fp32 is not marked
+    assert "**No int8 dot-product path**" in md
+
+    vnni = dict(HOST, cpu_features={"isa": "x86", "int8_flags": ["avx2", "avx512_vnni"], "int8_dot_product": True})
+    md = report_of(tmp_path / "vnni", [make_row("tinybert", "dynamic", host=vnni)])
+    assert "no int8 dot-product" not in md and "| int8 instructions | avx2, avx512_vnni |" in md
+
+
+def test_accuracy_on_calibration_texts_is_marked_in_sample(tmp_path):
+    row = make_row("minilm", "int8", accuracy=0.9)
+    row["result"]["evaluation"]["calibrated_on_texts"] = 50
+    assert summarize(row).accuracy_text == "90.0 % (785/872) IN-SAMPLE: calibrated on 50 of these texts"
+
+
+def test_integer_against_fp32_is_measured_per_host(tmp_path):
+    """make demo studies fp32 and dynamic artifacts: the report states the measured ratio, with the CPU's caveat."""
+    avx2_only = dict(HOST, cpu_features={"isa": "x86", "int8_flags": ["avx2"], "int8_dot_product": False})
+    rows = [make_row("tinybert", "fp32", p50=16.4, host=avx2_only),
+            make_row("tinybert", "dynamic", p50=16.7, host=avx2_only)]
+    md = report_of(tmp_path, rows)
+    assert "## Integer against fp32 artifacts" in md
+    assert ("- tinybert dynamic: 1.02x slower than fp32 at 2 threads (p50 16.7 vs 16.4 ms) "
+            "(no int8 dot-product instructions on this CPU)") in md

@@ -1,8 +1,58 @@
-"""Host facts say whether the CPU was emulated, and how that was known."""
+"""Result documents: the host's int8-relevant CPU features, whether the CPU was emulated (and how that
+was known), and the one rule for showing accuracy."""
 
 from __future__ import annotations
 
-from edge_slm.common.documents import EMULATOR_ENV, describe_emulator, host_facts
+import platform
+
+from edge_slm.common.documents import (EMULATOR_ENV, accuracy_withheld, cpu_features, describe_emulator, host_facts,
+                                       lacks_int8_dot_product)
+
+EPYC_AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n"
+SAPPHIRE_RAPIDS = ("model name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+                   "flags\t\t: avx2 avx512f avx512_vnni avx_vnni amx_bf16 amx_tile amx_int8\n")
+PI_4 = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
+PI_5 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp\n"
+
+
+def test_x86_without_vnni_or_amx_has_no_int8_dot_product():
+    features = cpu_features(EPYC_AVX2_ONLY, "x86_64")
+    assert features == {"isa": "x86", "int8_flags": ["avx2"], "int8_dot_product": False}
+    assert lacks_int8_dot_product({"cpu_features": features})
+
+
+def test_x86_with_vnni_and_amx_lists_them():
+    features = cpu_features(SAPPHIRE_RAPIDS, "x86_64")
+    assert features["int8_flags"] == ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8",
+                                      "amx_bf16"]
+    assert features["int8_dot_product"] is True
+
+
+def test_arm_dot_product_is_asimddp():
+    assert cpu_features(PI_4, "aarch64") == {"isa": "arm", "int8_flags": ["asimd"], "int8_dot_product": False}
+    assert cpu_features(PI_5, "aarch64")["int8_dot_product"] is True
+
+
+def test_unknown_cpu_is_not_called_slow():
+    assert cpu_features("", "x86_64")["int8_dot_product"] is None
+    assert cpu_features(PI_5, "riscv64")["int8_dot_product"] is None
+    assert not lacks_int8_dot_product({"cpu_model": "an older document without cpu_features"})
+    assert not lacks_int8_dot_product(None)
+
+
+def test_host_facts_carry_this_cpus_features():
+    features = host_facts()["cpu_features"]
+    assert set(features) == {"isa", "int8_flags", "int8_dot_product"}
+    if platform.machine() == "x86_64":
+        flags = open("/proc/cpuinfo").read()
+        assert features["isa"] == "x86" and ("avx2" in features["int8_flags"]) == (" avx2" in flags)
+
+
+def test_trained_weights_show_accuracy_whatever_their_init():
+    assert accuracy_withheld(True)                       # random weights, never trained
+    assert not accuracy_withheld(True, trained_steps=6)  # random init, then trained
+    assert not accuracy_withheld(False)
+    assert not accuracy_withheld(None)                   # unknown: the caller says why there is no number
 
 
 def test_a_native_process_is_not_emulated(monkeypatch):

@@ -209,3 +209,12 @@ def test_list_shows_the_registry(convert_cli):
     listed = json.loads(out)
     assert listed["tinybert"]["hf_id"] == "Vishnou/TinyBERT_SST2"
     assert listed["mobilebert"]["reference"]["accuracy"] == 0.904
+
+
+def test_calibration_file_too_small_for_disjoint_validation(convert_cli, tiny_dir, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"hello {i}\n" for i in range(5)))
+    code, _, err = convert_cli(tiny_dir, "--random-init", "--quant", "int8", "--calibration", texts,
+                               "--validation-samples", "5", "-o", tmp_path)
+    assert_one_line_error(code, err, "has 5 texts: too few for 5 validation texts and 50 calibration texts",
+                          "--data FILE")

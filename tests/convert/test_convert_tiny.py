@@ -102,7 +102,14 @@ def test_quantized_graphs_are_smaller_and_integer(converted):
         # CAST turns the int32 attention mask into floats.
         assert set(ops["float_op_types"]) <= set(QUANT_MODES["int8"].float_ops) | {"CAST"}
         assert {"FULLY_CONNECTED", "BATCH_MATMUL"} & set(ops["op_versions"])
-        assert meta["calibration"] == {"source": "generated", "count": 50}
+        # Calibration texts follow the 100 validation texts: none of them is validated on.
+        calibration, validation = meta["calibration"], meta["texts"]["validation"]
+        assert {k: calibration[k] for k in ("source", "count", "rows")} == {"source": "generated", "count": 50,
+                                                                           "rows": [100, 150]}
+        assert validation == {"source": "generated", "count": 100, "rows": [0, 100]}
+        assert meta["texts"]["calibration_overlaps_validation"] == 0
+        assert meta["validation"]["calibration_overlaps_validation"] == 0
+        assert len(set(calibration["fingerprints"])) == 50
     fp16 = read_artifact(results_of(converted, "bert", "fp16").artifact_path).metadata
     assert "DEQUANTIZE" in fp16["graph_ops"]["op_versions"]
 
@@ -217,15 +224,45 @@ def test_compat_names_and_marks_the_artifact(tmp_path, minilm_dir):
     assert max(meta["graph_ops"]["op_versions"]["FULLY_CONNECTED"]) < 12
 
 
-def test_calibration_file_is_used_for_calibration_and_validation(tmp_path, minilm_dir):
+def test_calibration_file_is_split_into_validation_and_calibration_texts(tmp_path, minilm_dir):
+    """Validation takes the file's first texts, calibration the ones after them: never the same text."""
     checkpoint = write_tiny_checkpoint(tmp_path / "t", minilm_dir, "bert")
     texts = tmp_path / "texts.tsv"
     texts.write_text("text\tlabel\n" + "".join(f"sentence number {i} is fine .\t{i % 2}\n" for i in range(30)))
     [result] = convert(str(checkpoint), ["int8"], TINY_SEQ_LEN, tmp_path, random_init=True,
                        calibration=str(texts), calibration_samples=20, validation_samples=0)
     meta = read_artifact(result.artifact_path).metadata
-    assert meta["calibration"] == {"source": str(texts), "count": 20}
-    assert meta["validation"]["texts"] == 30 and meta["validation"]["texts_source"] == str(texts)
+    assert {k: meta["calibration"][k] for k in ("source", "count", "rows")} == {"source": str(texts), "count": 20,
+                                                                               "rows": [10, 30]}
+    assert meta["validation"]["texts"] == 10 and meta["validation"]["texts_source"] == str(texts)
+    report = json.loads(Path(result.report_path).read_text())
+    assert report["texts"] == meta["texts"] == result.texts
+    assert report["texts"]["validation"] == {"source": str(texts), "count": 10, "rows": [0, 10]}
+    assert report["texts"]["calibration_overlaps_validation"] == 0
+    assert report["host"]["cpu_features"]["isa"] is not None or report["host"]["machine"] not in ("x86_64", "aarch64")
+
+
+def test_validation_file_overlapping_the_calibration_is_flagged(tmp_path, minilm_dir, cli_caller):
+    """With --data FILE the two sets may overlap: edge-convert warns and marks the agreement."""
+    from edge_slm.convert.cli import main
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "t", minilm_dir, "bert")
+    calibration, validation = tmp_path / "calibration.txt", tmp_path / "validation.txt"
+    calibration.write_text("".join(f"Sentence  number {i} is fine .\n" for i in range(12)))
+    validation.write_text("".join(f"sentence number {i} is FINE .\n" for i in range(8, 20)))  # 8..11 overlap
+    code, out, err = cli_caller(main)(checkpoint, "--random-init", "--quant", "fp32,int8", "--seq-len",
+                                      TINY_SEQ_LEN, "--calibration", calibration, "--data", validation,
+                                      "--validation-samples", 0, "-o", tmp_path, "-q")
+    assert code == 0, err
+    assert "warning: t int8: calibrated on 4 of its 12 validation texts" in err
+    int8_row = next(line for line in out.splitlines() if "t-int8.tflite" in line)
+    fp32_row = next(line for line in out.splitlines() if "t-fp32.tflite" in line)
+    assert int8_row.endswith("%*") and fp32_row.endswith("%")
+    assert "* t int8: calibrated on 4 of its 12 validation texts" in out
+    meta = read_artifact(tmp_path / "t-int8.tflite").metadata
+    assert meta["texts"]["calibration_overlaps_validation"] == 4
+    assert meta["texts"]["validation"]["source"] == str(validation)
+    assert read_artifact(tmp_path / "t-fp32.tflite").metadata["texts"]["calibration"] is None  # not calibrated
 
 
 def test_a_failing_validation_writes_the_report_not_the_artifact(tmp_path, minilm_dir, monkeypatch):

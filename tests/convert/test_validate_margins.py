@@ -60,8 +60,9 @@ def test_an_edge_train_checkpoint_is_validated_on_its_recorded_held_out_texts(tm
     for result in results:
         meta = read_artifact(result.artifact_path).metadata
         assert meta["validation"]["texts_source"] == str(files["dev"]) and meta["validation"]["texts"] == 12
-    assert read_artifact(results[1].artifact_path).metadata["calibration"] == {"source": str(files["train"]),
-                                                                              "count": 5}
+    calibration = read_artifact(results[1].artifact_path).metadata["calibration"]
+    assert {k: calibration[k] for k in ("source", "count", "rows")} == {"source": str(files["train"]), "count": 5,
+                                                                       "rows": [0, 5]}
     [result] = convert(str(checkpoint), ["fp32"], TINY_SEQ_LEN, tmp_path / "b", random_init=True,
                        data=str(files["other"]))
     assert read_artifact(result.artifact_path).metadata["validation"]["texts_source"] == str(files["other"])

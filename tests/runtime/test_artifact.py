@@ -14,6 +14,7 @@ import pytest
 from edge_slm.runtime import artifact as fmt
 from edge_slm.runtime.artifact import read_artifact, write_artifact
 from edge_slm.common.errors import EdgeError
+from tests.conftest import REPO
 
 
 def test_round_trip_keeps_graph_metadata_vocab_labels(tiny_fp32, tmp_path, vocab):
@@ -134,3 +135,19 @@ def test_interrupted_write_leaves_no_partial_file(tiny_fp32, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         write_artifact(target, art.read_graph(), art.metadata, art.vocab, art.labels)
     assert os.listdir(tmp_path) == []
+
+
+def test_bench_runtime_names_the_model_it_measured_from_its_metadata(tiny_fp32):
+    """scripts/bench_runtime.py --model X: the result names X (fp32, seq 16, 2 layers), not the default build."""
+    import importlib.util
+
+    from edge_slm.runtime.artifact import describe_model
+
+    spec = importlib.util.spec_from_file_location("bench_runtime", REPO / "scripts" / "bench_runtime.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    record = script.model_record(tiny_fp32)
+    assert record["quantization"] == "fp32" and record["seq_len"] == 16
+    assert record["architecture"] == "TFBertForSequenceClassification 2L-32" and record["weights"] == "random init"
+    assert record["file_bytes"] == tiny_fp32.stat().st_size
+    assert describe_model(None)["architecture"].startswith("unknown (plain .tflite")

@@ -57,13 +57,13 @@ def test_input_tsv_with_random_weights_shows_no_accuracy_number(run_cli, tiny_dy
     assert "%" not in out
 
 
-def _with_trained_flag(path, tmp_path, labels=("negative", "positive")):
+def _with_trained_flag(path, tmp_path, labels=("negative", "positive"), extra=None):
     """Same graph, metadata claiming trained weights: exercises the accuracy path only."""
     art = read_artifact(path)
     meta = dict(art.metadata, random_weights=False, labels=list(labels), source="test fixture")
     meta = build_metadata(graph=art.read_graph(), tokenizer=meta["tokenizer"], labels=meta["labels"],
                           inputs=meta["inputs"], outputs=meta["outputs"], quantization=meta["quantization"],
-                          random_weights=False, source="test fixture", extra={"tools": meta["tools"]})
+                          random_weights=False, source="test fixture", extra={"tools": meta["tools"], **(extra or {})})
     out = tmp_path / "trained-flag.tflite"
     write_artifact(out, art.read_graph(), meta, art.vocab, list(labels))
     return out
@@ -201,3 +201,19 @@ def test_a_backend_without_the_kernels_asked_for_is_one_line(run_cli, tiny_fp32,
     assert "cannot run with --delegate reference (its interpreter has no OpResolverType.BUILTIN_REF)" in \
         error_line(err, "edge-run")
     assert run_cli("--model", tiny_fp32, "--text", "x", "--delegate", "xnnpack")[0] == 0
+
+
+def test_accuracy_on_texts_the_artifact_was_calibrated_on_is_marked_in_sample(run_cli, tiny_dynamic, tmp_path):
+    from edge_slm.runtime.data import text_fingerprint
+
+    calibration = {"source": "cal.tsv", "count": 2, "rows": [0, 2],
+                   "fingerprints": [text_fingerprint("Good"), text_fingerprint("a  fine film")]}
+    model_path = _with_trained_flag(tiny_dynamic, tmp_path, extra={"calibration": calibration})
+    data = tmp_path / "d.tsv"
+    data.write_text("text\tlabel\ngood\t1\nbad\t0\nA fine FILM\t1\nboring\t0\n")
+    code, out, err = run_cli("--model", model_path, "--input", data, "-q", "--json")
+    assert code == 0, err
+    assert json.loads(out)["evaluation"]["calibrated_on_texts"] == 2
+    assert "warning: accuracy in-sample: the artifact was calibrated on 2 of these 4 texts" in err
+    code, out, _ = run_cli("--model", model_path, "--input", data, "-q")
+    assert "[in-sample: the artifact was calibrated on 2 of these 4 texts]" in out.splitlines()[0]

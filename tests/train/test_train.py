@@ -17,7 +17,7 @@ from tests.conftest import write_tiny_checkpoint
 from edge_slm.train import checkpoints
 from edge_slm.train.checkpoints import last_checkpoint
 from edge_slm.train.job import train
-from edge_slm.train.settings import REPORT_FILE, SPEED_WARMUP_STEPS
+from edge_slm.train.settings import REPORT_FILE, SPEED_ONLY_ACCURACY, SPEED_WARMUP_STEPS
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY
 
@@ -95,7 +95,8 @@ def same_arrays(a: dict, b: dict) -> bool:
 def test_report_fields_are_present_and_consistent(trained):
     report, out = trained
     assert json.loads((out / REPORT_FILE).read_text()) == report
-    assert report["status"] == "complete" and report["random_weights"] is True
+    # Random init, then 6 steps of training: trained weights (issue 11), so accuracy is a number.
+    assert report["status"] == "complete" and report["random_weights"] is False
     assert report["model"]["init"] == "random" and report["model"]["num_layers"] == 1
     progress, settings, speed, time = report["progress"], report["settings"], report["speed"], report["time"]
     assert progress["step"] == settings["total_steps"] == 6 and settings["steps_per_epoch"] == 6
@@ -105,7 +106,7 @@ def test_report_fields_are_present_and_consistent(trained):
     assert [e["epoch"] for e in report["evaluations"]] == pytest.approx([1 / 3, 2 / 3, 1], abs=1e-4)
     assert report["final"] == report["evaluations"][-1]
     for e in report["evaluations"]:
-        assert e["dev_accuracy"] == RANDOM_WEIGHTS_ACCURACY and e["dev_correct"] is None and e["dev_examples"] == 12
+        assert e["dev_accuracy"] == e["dev_correct"] / 12 and e["dev_examples"] == 12
         assert 0 < e["dev_loss"] < 5 and 0 < e["train_loss"] < 5
     assert report["data"]["labels"] == ["neg", "pos"]
     assert report["data"]["train"]["label_counts"] == {"neg": 16, "pos": 32}
@@ -128,13 +129,14 @@ def test_report_fields_are_present_and_consistent(trained):
                                                            REPORT_FILE])
 
 
-def test_random_weights_accuracy_is_never_a_number(trained):
+def test_trained_weights_get_a_dev_accuracy_whatever_their_init(trained):
+    """Random init, trained: the accuracy is real (issue 11 #7); only untrained random weights are n/a."""
     from edge_slm.train.cli import render_train
 
     text = render_train(trained[0])
     evaluation_lines = [line for line in text.splitlines() if line.strip()[:1].isdigit()]
-    assert len(evaluation_lines) == 3 and all(line.endswith(RANDOM_WEIGHTS_ACCURACY) for line in evaluation_lines)
-    assert "%" not in text
+    assert len(evaluation_lines) == 3 and all(line.endswith("/12)") and " % (" in line for line in evaluation_lines)
+    assert RANDOM_WEIGHTS_ACCURACY not in text
 
 
 def test_same_seed_gives_identical_weights_and_losses(data, minilm_dir, tmp_path):
@@ -153,7 +155,7 @@ def test_same_seed_gives_identical_weights_and_losses(data, minilm_dir, tmp_path
     assert not same_arrays(h5_arrays(tmp_path / "first" / "tf_model.h5"), h5_arrays(tmp_path / "other" / "tf_model.h5"))
 
 
-def test_output_converts_as_is_and_carries_the_training_labels(trained, checkpoint, tmp_path):
+def test_output_converts_as_is_and_carries_the_training_labels(trained, checkpoint, data, tmp_path):
     from edge_slm.convert.api import convert
     from edge_slm.convert.source import read_vocab, tokenizer_settings
     from edge_slm.runtime.artifact import read_artifact
@@ -171,6 +173,12 @@ def test_output_converts_as_is_and_carries_the_training_labels(trained, checkpoi
     assert artifact.metadata["weights"]["origin"] == str(out / "tf_model.h5")
     assert artifact.metadata["model"]["name"] == out.name
     assert load_model(result.artifact_path).predict_one("a charming journey").label in ("neg", "pos")
+    # Trained from random init: the artifact counts as trained too, and edge-run measures its accuracy.
+    assert artifact.metadata["random_weights"] is False
+    from edge_slm.runtime.cli import run
+
+    evaluation = run(result.artifact_path, input_path=data[1], show_progress=False)["evaluation"]
+    assert evaluation["status"] == "ok" and evaluation["examples"] == 12 and evaluation["calibrated_on_texts"] == 0
 
 
 def test_interrupted_run_keeps_its_last_checkpoint_and_resume_continues_exactly(trained, checkpoint, data, tmp_path,
@@ -247,7 +255,7 @@ def test_compare_reports_each_architecture_on_the_same_data(tmp_path, minilm_dir
     out = capsys.readouterr().out
     assert code == 0, out
     report = json.loads((tmp_path / "cmp" / "train_compare.json").read_text())
-    assert report["weights"] == "random" and report["accuracy"] == RANDOM_WEIGHTS_ACCURACY
+    assert report["weights"] == "random" and report["accuracy"] == SPEED_ONLY_ACCURACY
     assert report["data"] == {"source": str(data[0]), "examples": 48, "labels": ["neg", "pos"]}
     assert [r["model_type"] for r in report["results"]] == ["bert", "distilbert"]
     for r in report["results"]:
@@ -255,4 +263,4 @@ def test_compare_reports_each_architecture_on_the_same_data(tmp_path, minilm_dir
         assert r["speed"]["timed_steps"] == 5 - SPEED_WARMUP_STEPS and r["speed"]["examples_per_s"] > 0
         assert r["peak_rss_mb"] > 100
     assert report["fastest"] in (str(bert), str(distilbert))
-    assert "tiny-bert" in out and "n/a (random weights)" in out
+    assert "tiny-bert" in out and SPEED_ONLY_ACCURACY in out and RANDOM_WEIGHTS_ACCURACY not in out
