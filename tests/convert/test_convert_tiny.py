@@ -131,7 +131,7 @@ def test_int8_from_the_fp32_graph_equals_tfs_own_int8_path(tmp_path, minilm_dir)
     checkpoint = write_tiny_checkpoint(tmp_path / "t", minilm_dir, "bert")
     config = make_config(spec, json.loads((checkpoint / "config.json").read_text()), None)
     model, _ = build_model(spec, config, TINY_SEQ_LEN, None, seed=0)
-    frozen = trace(model, spec, TINY_SEQ_LEN)
+    frozen = trace(model, spec, TINY_SEQ_LEN, dynamic=False)  # the samples below are [1, TINY_SEQ_LEN]
     rng = np.random.default_rng(0)
     samples = [[rng.integers(1000, 30000, (1, TINY_SEQ_LEN), dtype=np.int32),
                 np.ones((1, TINY_SEQ_LEN), np.int32), np.zeros((1, TINY_SEQ_LEN), np.int32)] for _ in range(8)]
@@ -174,7 +174,7 @@ def test_softened_attention_mask_keeps_fp32_logits(tmp_path, minilm_dir, model_t
     checkpoint = write_tiny_checkpoint(tmp_path / "t", minilm_dir, model_type)
     config = make_config(spec, json.loads((checkpoint / "config.json").read_text()), None)
     model, _ = build_model(spec, config, TINY_SEQ_LEN, None, seed=0)
-    fp32 = convert_graph(trace(model, spec, TINY_SEQ_LEN), QUANT_MODES["fp32"], None)
+    fp32 = convert_graph(trace(model, spec, TINY_SEQ_LEN, dynamic=False), QUANT_MODES["fp32"], None)
     softened = soften_attention_mask(fp32, 20.0)
 
     def scalar_constants(graph):

@@ -38,7 +38,7 @@ def test_fp32_model_runs_on_tflite_runtime_and_matches_litert(tiny_fp32):
                     "--json", "-q")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["backend"] == {"name": "tflite-runtime", "version": "2.14.0"}
+    assert doc["backend"] == {"name": "tflite-runtime", "version": "2.14.0", "delegate": "xnnpack"}
     theirs = np.array(doc["predictions"][0]["probabilities"])
     ours = np.array(load_model(tiny_fp32).predict_one(text).probabilities)
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
