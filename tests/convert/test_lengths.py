@@ -63,3 +63,20 @@ def test_length_aware_graphs_answer_as_the_fixed_ones_and_are_not_bigger(both_ki
         if quant in ("fp32", "fp16"):
             np.testing.assert_allclose(own, padded, atol=1e-4, err_msg=quant)
         assert (own.argmax(1) == padded.argmax(1)).mean() >= 0.75, quant  # quantized: near ties may flip
+
+
+SHAPE_ARITHMETIC = ("SHAPE", "GATHER", "STRIDED_SLICE", "REDUCE_PROD", "PACK", "CONCATENATION")
+
+
+def test_length_aware_dense_layers_compute_no_shapes_at_run_time(both_kinds):
+    """Keras Dense on [1, L, H] traces to tf.tensordot, whose reshape targets an unknown L makes run-time
+    SHAPE/GATHER/REDUCE_PROD/PACK ops that XNNPACK cannot take (MobileBERT fell into 436 delegate
+    partitions). The length-aware graph has the fixed one's dense layers and no such arithmetic."""
+    for quant in ("fp32", "dynamic", "int8"):
+        ops = {kind: both_kinds[kind][quant] for kind in ("dynamic", "fixed")}
+        counts = {kind: json.loads(Path(r.report_path).read_text())["graph"]["op_counts"] for kind, r in ops.items()}
+        assert counts["dynamic"].get("REDUCE_PROD", 0) == 0, (quant, counts["dynamic"])
+        assert counts["dynamic"]["FULLY_CONNECTED"] == counts["fixed"]["FULLY_CONNECTED"], quant
+        # What stays is per graph, not per dense layer (14 here): the position ids' range, the mask's reshape.
+        extra = {op: counts["dynamic"].get(op, 0) - counts["fixed"].get(op, 0) for op in SHAPE_ARITHMETIC}
+        assert sum(extra.values()) <= 6, (quant, extra)
