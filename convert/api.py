@@ -28,7 +28,7 @@ from .explain import explain as explain_error
 from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODES, QUANT_MODES, QuantMode,
                     check_graph_io, check_runtime_survives, convert_graph, graph_facts, quantize_integer,
                     soften_attention_mask, trace)
-from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_embedding_table, float_nodes
+from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_embedding_table, float_nodes, float_position_table
 from .source import (ModelSource, locate_weights, packaged_bert_vocab, read_vocab, resolve_source,
                      tokenizer_metadata, tokenizer_settings)
 from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, calibration_overlap,
@@ -211,7 +211,9 @@ class _Job:
                 reference = compute_reference(model, tokenizer, texts.texts, seq_len, spec, padded=not self.dynamic)
 
         fp32_graph = None
-        if any(m.name == "fp32" or m.integer or self.explain or self.float_embeddings for m in self.modes):
+        # dynamic on a length-aware graph copies the float position table from the fp32 graph
+        if any(m.name == "fp32" or m.integer or self.explain or self.float_embeddings
+               or (m.name == "dynamic" and self.dynamic) for m in self.modes):
             with self.log.stage(self.name, "convert", "fp32"):
                 fp32_graph = convert_graph(frozen, QUANT_MODES["fp32"], self.compat)
 
@@ -237,6 +239,10 @@ class _Job:
             else:
                 with self.log.stage(self.name, "quantize", mode.name):
                     graph = convert_graph(frozen, mode, self.compat)
+                    quantized = graph
+                    if mode.name == "dynamic" and self.dynamic:
+                        graph = float_position_table(graph, fp32_graph)
+                    context["float_position_table"] = graph is not quantized
                     if mode.name == "dynamic" and self.float_embeddings:
                         graph = float_embedding_table(graph, fp32_graph)
             results.append(self._finish(mode, graph, graph_facts(graph), context))
@@ -274,6 +280,8 @@ class _Job:
             "graph_ops": {k: facts[k] for k in ("op_count", "float_op_count", "float_op_types", "op_versions")},
             "quantization_detail": mode.description,
             "float_embeddings": self.float_embeddings and mode.name == "dynamic",  # --float-embeddings
+            # length-aware dynamic: the position table stays float, as a fixed graph folds it (precision.py)
+            "float_position_table": ctx.get("float_position_table", False) and mode.name == "dynamic",
             "vocab_source": ctx["vocab_origin"],
             # Only an integer mode is calibrated: the others' record says so.
             "texts": ctx["texts_record"] if mode.integer else {**ctx["texts_record"], "calibration": None,
