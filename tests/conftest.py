@@ -7,11 +7,21 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    # A suite started in the background by a non-interactive shell (`make test &`, nohup) inherits
+    # SIGINT ignored, and so would every command it starts: the Ctrl-C tests would see exit 0
+    # instead of 130. Found running the suite 5x with both cores busy. Deliver SIGINT as usual.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 REPO = Path(__file__).resolve().parents[1]
 SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
