@@ -135,10 +135,17 @@ def head_sensitivity(artifact: str, dev_texts, dev_ids, train_features, train_ta
     pooler = next(t["index"] for t in interpreter.get_tensor_details() if t["name"].endswith("pooler/dense/Tanh"))
     inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
     rows = []
+    allocated = int(interpreter.get_input_details()[0]["shape"][-1])
     for text in dev_texts:
         model.prepare(text)
+        length = model.run_length  # each text's own on a length-aware graph, as edge-run runs it
+        if length != allocated:
+            for slot in model.slots:
+                interpreter.resize_tensor_input(inputs[slot.role], [1, length])
+            interpreter.allocate_tensors()
+            allocated = length
         for slot in model.slots:
-            interpreter.set_tensor(inputs[slot.role], slot.buffer)
+            interpreter.set_tensor(inputs[slot.role], slot.buffer[:, :length])
         interpreter.invoke()
         rows.append(interpreter.get_tensor(pooler).reshape(-1).astype(np.float64))
     features, reference, quantized = with_bias(train_features), with_bias(dev_features), with_bias(np.array(rows))

@@ -69,3 +69,16 @@ def test_a_figure_measured_on_calibration_texts_is_marked(sst2, tmp_path, monkey
     assert figure["calibration_overlaps_evaluation"] is True and figure["calibrated_on_dev_texts"] == 2
     assert ("** warning: calibrated on 2 of the evaluation texts: this accuracy is partly in-sample"
             in capsys.readouterr().err)
+
+
+def test_head_sensitivity_reads_the_pooler_of_a_length_aware_artifact_at_each_texts_length(tiny_fp32):
+    """`make bench-convert` fed [1, 128] buffers to the length-aware graph (ValueError: dimension mismatch)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    texts = ["fine", "a charming and often affecting journey .", "unflinchingly bleak"]
+    hidden = 32  # the tiny checkpoint's pooler width
+    figures = measure.head_sensitivity(str(tiny_fp32), texts, [0, 1, 0], rng.normal(size=(20, hidden)),
+                                       np.eye(2)[rng.integers(0, 2, 20)], rng.normal(size=(3, hidden)))
+    assert set(figures) == {str(s) for s in measure.RIDGE_STRENGTHS}
+    assert all(0.0 <= f["agreement"] <= 1.0 for f in figures.values())
