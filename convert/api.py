@@ -239,10 +239,10 @@ class _Job:
             else:
                 with self.log.stage(self.name, "quantize", mode.name):
                     graph = convert_graph(frozen, mode, self.compat)
-                    quantized = graph
                     if mode.name == "dynamic" and self.dynamic:
-                        graph = float_position_table(graph, fp32_graph)
-                    context["float_position_table"] = graph is not quantized
+                        positioned = float_position_table(graph, fp32_graph)
+                        context["float_position_table"] = positioned is not graph
+                        graph = positioned
                     if mode.name == "dynamic" and self.float_embeddings:
                         graph = float_embedding_table(graph, fp32_graph)
             results.append(self._finish(mode, graph, graph_facts(graph), context))

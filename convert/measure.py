@@ -33,7 +33,7 @@ from edge_slm.common.errors import EdgeError
 from edge_slm.common.stages import StageLog
 from edge_slm.runtime import cli as edge_run_cli
 from edge_slm.runtime.data import calibrated_on, label_ids, read_dataset
-from edge_slm.runtime.engine import load_model
+from edge_slm.runtime.engine import Model, load_model
 
 from .api import ValidationFailed, convert
 from .architectures import spec_for
@@ -129,24 +129,17 @@ def head_sensitivity(artifact: str, dev_texts, dev_ids, train_features, train_ta
     """Is the probe's dynamic-int8 agreement a property of its head or of the quantized encoder? For
     each ridge strength: the head's TF dev accuracy, and its label agreement when fed the pooled
     output of the dynamic artifact instead of TF's (read from the graph's pooler tensor)."""
-    model = load_model(artifact)
+    loaded = load_model(artifact)
+    # the engine's own per-request path (each text at its own length), on an interpreter that keeps
+    # intermediate tensors so the pooler output can be read
     interpreter = Interpreter(model_path=artifact, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
+    model = Model(loaded.artifact, loaded.backend, interpreter, loaded.init_seconds)
     pooler = next(t["index"] for t in interpreter.get_tensor_details() if t["name"].endswith("pooler/dense/Tanh"))
-    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
     rows = []
-    allocated = int(interpreter.get_input_details()[0]["shape"][-1])
     for text in dev_texts:
         model.prepare(text)
-        length = model.run_length  # each text's own on a length-aware graph, as edge-run runs it
-        if length != allocated:
-            for slot in model.slots:
-                interpreter.resize_tensor_input(inputs[slot.role], [1, length])
-            interpreter.allocate_tensors()
-            allocated = length
-        for slot in model.slots:
-            interpreter.set_tensor(inputs[slot.role], slot.buffer[:, :length])
-        interpreter.invoke()
+        model.run_prepared()
         rows.append(interpreter.get_tensor(pooler).reshape(-1).astype(np.float64))
     features, reference, quantized = with_bias(train_features), with_bias(dev_features), with_bias(np.array(rows))
     figures = {}

@@ -80,9 +80,9 @@ def _float_gather_table(dynamic_graph: bytes, fp32_graph: bytes, what: str, read
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils  # deferred with the schema above
 
-    def table_gather(model):
+    def table_gather(graph, model):
         subgraph = model.subgraphs[0]
-        ops, names = graph_ops(flatbuffer_utils.convert_object_to_bytearray(model))
+        ops, names = graph_ops(graph)
         found = [op for op, raw in zip(ops, subgraph.operators)
                  if op.kind == "GATHER" and len(subgraph.tensors[raw.inputs[0]].shape) == 2
                  and model.buffers[subgraph.tensors[raw.inputs[0]].buffer].data is not None
@@ -94,7 +94,7 @@ def _float_gather_table(dynamic_graph: bytes, fp32_graph: bytes, what: str, read
     model = flatbuffer_utils.convert_bytearray_to_object(dynamic_graph)
     reference = flatbuffer_utils.convert_bytearray_to_object(fp32_graph)
     subgraph = model.subgraphs[0]
-    gather, reference_gather = table_gather(model), table_gather(reference)
+    gather, reference_gather = table_gather(dynamic_graph, model), table_gather(fp32_graph, reference)
     if gather is None or reference_gather is None:
         return dynamic_graph  # e.g. a fixed-length graph, whose positions are a folded constant
     table, output = subgraph.tensors[gather.inputs[0]], gather.outputs[0]
