@@ -26,9 +26,10 @@ from .architectures import ArchitectureSpec
 from .explain import EXPLAIN_TEXTS
 from .explain import explain as explain_error
 from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODES, QUANT_MODES, QuantMode,
-                    check_graph_io, check_runtime_survives, convert_graph, graph_facts, quantize_integer,
-                    soften_attention_mask, trace)
-from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, float_embedding_table, float_nodes, float_position_table
+                    calibrate_int8, check_graph_io, check_runtime_survives, convert_graph, graph_facts,
+                    quantize_calibrated, quantize_integer, soften_attention_mask, trace)
+from .precision import (AUTO_FLOAT_LAYERS, DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, SELECTION_TEXTS, choose_float_group,
+                        float_embedding_table, float_nodes, float_position_table, word_table_by_column)
 from .source import (ModelSource, locate_weights, packaged_bert_vocab, read_vocab, resolve_source,
                      tokenizer_metadata, tokenizer_settings)
 from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, calibration_overlap,
@@ -107,9 +108,13 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise EdgeError(f"--min-agreement must be within [0, 1], got {min_agreement}", "e.g. --min-agreement 0.95")
     int8_float_layers = tuple(int8_float_layers)
-    unknown = [g for g in int8_float_layers if g not in FLOAT_LAYER_GROUPS]
+    unknown = [g for g in int8_float_layers if g not in FLOAT_LAYER_GROUPS and g != AUTO_FLOAT_LAYERS]
     if unknown:
-        raise EdgeError(f"unknown --int8-float-layers group {unknown[0]!r}", f"one of {', '.join(FLOAT_LAYER_GROUPS)}")
+        raise EdgeError(f"unknown --int8-float-layers group {unknown[0]!r}",
+                        f"one of {', '.join(FLOAT_LAYER_GROUPS)}, or {AUTO_FLOAT_LAYERS}")
+    if AUTO_FLOAT_LAYERS in int8_float_layers and len(int8_float_layers) > 1:
+        raise EdgeError(f"--int8-float-layers {AUTO_FLOAT_LAYERS} chooses the group itself and takes no other",
+                        f"--int8-float-layers {AUTO_FLOAT_LAYERS}, or a list of {', '.join(FLOAT_LAYER_GROUPS)}")
     out = prepare_out_dir(out_dir)
     src = resolve_source(source, load_registry(registry_files))
     file_texts = read_text_file(calibration) if calibration else None
@@ -211,9 +216,8 @@ class _Job:
                 reference = compute_reference(model, tokenizer, texts.texts, seq_len, spec, padded=not self.dynamic)
 
         fp32_graph = None
-        # dynamic on a length-aware graph copies the float position table from the fp32 graph
-        if any(m.name == "fp32" or m.integer or self.explain or self.float_embeddings
-               or (m.name == "dynamic" and self.dynamic) for m in self.modes):
+        # dynamic copies the position table (length-aware) and the word table's values from the fp32 graph
+        if any(m.name in ("fp32", "dynamic") or m.integer or self.explain for m in self.modes):
             with self.log.stage(self.name, "convert", "fp32"):
                 fp32_graph = convert_graph(frozen, QUANT_MODES["fp32"], self.compat)
 
@@ -228,14 +232,20 @@ class _Job:
             elif mode.integer:
                 self.log.note(self.name, f"calibrating {mode.name} on {len(calibration_texts.texts)} texts "
                                          f"({calibration_texts.source})")
-                with self.log.stage(self.name, "quantize", mode.name):
-                    representative = self._representative(tokenizer, calibration_texts, seq_len, fp32_graph,
-                                                          padded=not self.dynamic)
-                    kept = float_nodes(fp32_graph, self.int8_float_layers) if mode.name == "int8" else []
-                    graph = quantize_integer(soften_attention_mask(fp32_graph, MASK_MAGNITUDE_FOR_INTEGER_MODES),
-                                             mode, representative, kept)
-                context["float_layers"] = {"groups": list(self.int8_float_layers) if kept else [],
-                                           "dense_ops_kept_float": len(kept)}
+                softened = soften_attention_mask(fp32_graph, MASK_MAGNITUDE_FOR_INTEGER_MODES)
+                representative = self._representative(tokenizer, calibration_texts, seq_len, fp32_graph,
+                                                      padded=not self.dynamic)
+                if mode.name == "int8" and self.int8_float_layers == (AUTO_FLOAT_LAYERS,):
+                    graph, context["float_layers"] = self._int8_auto_float(mode, softened, representative,
+                                                                           tokenizer, calibration_texts, seq_len)
+                else:
+                    with self.log.stage(self.name, "quantize", mode.name):
+                        kept = float_nodes(fp32_graph, self.int8_float_layers) if mode.name == "int8" else []
+                        graph = quantize_integer(softened, mode, representative, kept)
+                    context["float_layers"] = {"groups": list(self.int8_float_layers) if kept else [],
+                                               "dense_ops_kept_float": len(kept)}
+                if mode.name == "int8":
+                    graph, context["word_table"] = self._word_table(graph, fp32_graph)
             else:
                 with self.log.stage(self.name, "quantize", mode.name):
                     graph = convert_graph(frozen, mode, self.compat)
@@ -243,8 +253,8 @@ class _Job:
                         positioned = float_position_table(graph, fp32_graph)
                         context["float_position_table"] = positioned is not graph
                         graph = positioned
-                    if mode.name == "dynamic" and self.float_embeddings:
-                        graph = float_embedding_table(graph, fp32_graph)
+                    if mode.name == "dynamic":
+                        graph, context["word_table"] = self._word_table(graph, fp32_graph)
             results.append(self._finish(mode, graph, graph_facts(graph), context))
         self._release(model)
         failed = [r for r in results if not r.passed]
@@ -279,7 +289,8 @@ class _Job:
             "sequence": {"kind": "dynamic" if self.dynamic else "fixed", "max_len": seq_len},
             "graph_ops": {k: facts[k] for k in ("op_count", "float_op_count", "float_op_types", "op_versions")},
             "quantization_detail": mode.description,
-            "float_embeddings": self.float_embeddings and mode.name == "dynamic",  # --float-embeddings
+            "float_embeddings": self.float_embeddings and mode.name in ("dynamic", "int8"),  # --float-embeddings
+            "word_table": ctx.get("word_table") if mode.name in ("dynamic", "int8") else None,
             # length-aware dynamic: the position table stays float, as a fixed graph folds it (precision.py)
             "float_position_table": ctx.get("float_position_table", False) and mode.name == "dynamic",
             "vocab_source": ctx["vocab_origin"],
@@ -345,6 +356,46 @@ class _Job:
         result = explain_error(reference, graph, samples)
         return {**result, "texts_source": ctx["texts"].source}
 
+    def _int8_auto_float(self, mode: QuantMode, softened: bytes, representative, tokenizer, calibration_texts,
+                         seq_len: int) -> tuple:
+        """(int8 graph, float_layers record) for --int8-float-layers auto: calibrated once, quantized
+        once per candidate group (precision.choose_float_group), compared on held-out texts of the
+        calibration pool (the calibration texts' own ranges flatter every candidate)."""
+        self.log.note(self.name, f"{mode.name}: choosing the dense group to keep float (one quantization per "
+                                 f"group, on {len(self.selection_texts.texts)} held-out texts)")
+        with self.log.stage(self.name, "quantize", mode.name):
+            calibrated = calibrate_int8(softened, representative)
+            texts = self.selection_texts
+            if not texts.texts:  # the pool had no text left after validation and calibration
+                texts = calibration_texts.take(0, SELECTION_TEXTS)
+            rows = [encode(tokenizer, [text], seq_len, padded=not self.dynamic) for text in texts.texts]
+            samples = [{name: row[name] for name in self._input_names(softened)} for row in rows]
+            kept, selection = choose_float_group(softened, lambda nodes: quantize_calibrated(calibrated, mode, nodes),
+                                                 samples)
+            selection["texts"] = {**texts.describe(), "held_out": texts is self.selection_texts}
+            graph = quantize_calibrated(calibrated, mode, kept)
+        ranking = ", ".join(f"{c['group']} {c['relative_noise']:.2e}" for c in selection["candidates"][:3])
+        self.log.note(self.name, f"int8 relative logit noise {selection['all_int8_relative_noise']:.2e} all int8; "
+                                 f"with one group float: {ranking}; kept float: {selection['chosen'] or 'none'}")
+        return graph, {"groups": [selection["chosen"]] if kept else [], "dense_ops_kept_float": len(kept),
+                       "selection": selection}
+
+    def _word_table(self, graph: bytes, fp32_graph: bytes) -> tuple:
+        """(graph, how its word-embedding table is stored): float32 with --float-embeddings, else int8
+        with a scale per column (precision.word_table_by_column; one scale for a runtime without a
+        per-channel DEQUANTIZE)."""
+        if self.float_embeddings:
+            return float_embedding_table(graph, fp32_graph), "float32"
+        per_column = self.compat is None or self.compat.per_channel_dequantize
+        stored = word_table_by_column(graph, fp32_graph, per_column)
+        if stored is graph:
+            return graph, None
+        return stored, "int8, a scale per column" if per_column else "int8, one scale"
+
+    @staticmethod
+    def _input_names(graph: bytes) -> list:
+        return [t["name"] for t in graph_facts(graph)["inputs"]]
+
     def _validate(self, mode: QuantMode, provisional: Path, ctx: dict) -> dict:
         """Run the provisional artifact through the device runtime against the TF reference."""
 
@@ -381,17 +432,19 @@ class _Job:
         calibrating = any(m.integer for m in self.modes)
         calibration_count = self.calibration_samples if calibrating else 0
         recorded_train, recorded_held_out = self._recorded_texts()
-        calibration = self.file_texts or recorded_train or self.data_texts
+        pool = self.file_texts or recorded_train or self.data_texts
         validation = self.data_texts or self.file_texts or recorded_held_out or recorded_train
-        if calibration is None:
-            calibration = Texts(generated_texts(vocab, self.validation_samples + calibration_count, seq_len),
-                                "generated")
-        validation = validation or calibration
-        if validation is calibration:
-            validation, calibration = split_pool(calibration, self.validation_samples, calibration_count)
+        if pool is None:
+            pool = Texts(generated_texts(vocab, self.validation_samples + calibration_count + SELECTION_TEXTS, seq_len),
+                         "generated")
+        validation = validation or pool
+        if validation is pool:
+            validation, calibration = split_pool(pool, self.validation_samples, calibration_count)
         else:
             validation = validation.take(0, self.validation_samples or None)
-            calibration = calibration.take(0, calibration_count)
+            calibration = pool.take(0, calibration_count)
+        # --int8-float-layers auto compares candidates on the pool's next texts: neither calibrated nor validated on
+        self.selection_texts = pool.take(calibration.start - pool.start + len(calibration.texts), SELECTION_TEXTS)
         return validation, calibration if calibrating else None
 
     def _recorded_texts(self) -> tuple:
@@ -426,7 +479,7 @@ class _Job:
         """Calibration inputs in the fp32 graph's input order: each text at its own length for a
         length-aware graph (the calibrator resizes the inputs), as the device will run it."""
 
-        order = [t["name"] for t in graph_facts(fp32_graph)["inputs"]]
+        order = _Job._input_names(fp32_graph)
         rows = [encode(tokenizer, [text], seq_len, padded) for text in texts.texts]
 
         def samples():

@@ -20,7 +20,7 @@ from edge_slm.models.registry import load_registry
 
 from .api import ValidationFailed, convert
 from .explain import render_explanation
-from .precision import DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS
+from .precision import AUTO_FLOAT_LAYERS, DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS
 from .graph import COMPAT_TARGETS, QUANT_MODES
 from .texts import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES
 
@@ -60,9 +60,10 @@ def _split_modes(ctx, param, values) -> list:
                    "with random weights only fp32/fp16 are held to them, unless this is given).")
 @click.option("--int8-float-layers", default=",".join(DEFAULT_FLOAT_LAYERS) or "none", show_default=True,
               help=f"int8: dense layers left in float, comma-separated ({', '.join(FLOAT_LAYER_GROUPS)}; "
-                   "'none' for all int8). Recorded in the artifact's metadata.")
+                   f"'{AUTO_FLOAT_LAYERS}': the one group of dense layers whose float version lowers the error "
+                   "most, measured; 'none' for all int8). Recorded in the artifact's metadata.")
 @click.option("--float-embeddings", is_flag=True,
-              help="dynamic: keep the word-embedding table in float32 (more accurate, a larger file). "
+              help="dynamic, int8: keep the embedding tables in float32 (more accurate, a larger file). "
                    "Recorded in the artifact's metadata.")
 @click.option("--explain", is_flag=True,
               help="Say which ops and layers carry each quantized artifact's error against fp32 (also in its "

@@ -12,7 +12,9 @@
         validated on every text of SST-2 dev; plus, for every ridge strength, the dynamic artifact's
         agreement through its own pooled output (does the head or the quantized encoder decide it?).
         With --checkpoint DIR, that checkpoint instead (make bench-convert passes the MiniLM fine-tuned
-        by make bench-train).
+        by make bench-train), plus int8 with --float-embeddings, --int8-float-layers ffn-output and
+        --int8-float-layers auto, and the file size and latency
+        of every artifact on all of dev (`edge-run --input`, 1 thread, fresh processes, alternated).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from edge_slm.runtime.engine import Model, load_model
 from .api import ValidationFailed, convert
 from .architectures import spec_for
 from .graph import QUANT_MODES
+from .precision import SELECTION_TEXTS
+from .texts import DEFAULT_CALIBRATION_SAMPLES
 from .source import packaged_bert_vocab, tokenizer_settings
 from .validate import encode, hf_tokenizer
 from .weights import build_model, make_config
@@ -45,6 +49,12 @@ from .weights import build_model, make_config
 REGISTRY_MODELS = ("mobilebert", "distilbert", "tinybert")
 MODES = ("fp32", "dynamic", "int8")
 RIDGE_STRENGTHS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+INT8_VARIANTS = {"int8 float-embeddings": {"float_embeddings": True},         # edge-convert's options
+                 "int8 ffn-output float": {"int8_float_layers": ["ffn-output"]},
+                 "int8 auto": {"int8_float_layers": ["auto"]}}
+LATENCY_ROUNDS = 3
+CALIBRATION_SETS = 3
+CALIBRATION_SET_STRIDE = 1000  # train rows between the sets' first texts
 
 
 def measure_models(out_dir: Path, calibration=None, modes=MODES) -> dict:
@@ -79,37 +89,101 @@ def measure_minilm(sst2: Path, work_dir: Path, probe_texts: int = 4000, checkpoi
     minilm = packaged_bert_vocab().parent
     train, dev = read_dataset(sst2 / "train.tsv"), read_dataset(sst2 / "dev.tsv")
     features = None
+    fine_tuned = checkpoint is not None
     if checkpoint is None:
         checkpoint, probe, features = fit_probe_checkpoint(minilm, train, dev, work_dir / "minilm-sst2-probe",
                                                            probe_texts)
     else:
         probe = {"checkpoint": str(checkpoint), "head": "the checkpoint's own (fine-tuned)"}
     log = StageLog()
-    try:
-        # Calibrated on train texts, validated and evaluated on every dev text: never calibrated on
-        # what it is measured on.
-        results = convert(str(checkpoint), MODES, 128, work_dir, calibration=str(sst2 / "train.tsv"),
-                          data=str(sst2 / "dev.tsv"), validation_samples=0, progress=log)
-    except ValidationFailed as e:
-        results = e.results
+    # Calibrated on train texts, validated and evaluated on every dev text: never calibrated on
+    # what it is measured on.
+    settings = dict(calibration=str(sst2 / "train.tsv"), data=str(sst2 / "dev.tsv"), validation_samples=0,
+                    progress=log)
+    runs = [(quant, result, 0) for quant, result in _converted(checkpoint, MODES, work_dir, settings)]
+    if fine_tuned:
+        # Which 50 texts calibrate moves int8's accuracy by more than some options do: every int8
+        # variant is calibrated on CALIBRATION_SETS disjoint slices of train (set 0: its first texts).
+        for number in range(CALIBRATION_SETS):
+            start = number * CALIBRATION_SET_STRIDE
+            calibration = work_dir / f"calibration-set-{number}.txt"
+            calibration.parent.mkdir(parents=True, exist_ok=True)
+            # the calibration texts, then the held-out texts --int8-float-layers auto compares on
+            calibration.write_text("".join(t.replace("\n", " ") + "\n" for t in
+                                           train.texts[start:start + DEFAULT_CALIBRATION_SAMPLES + SELECTION_TEXTS]))
+            for variant, options in {"int8": {}, **INT8_VARIANTS}.items():
+                if number == 0 and variant == "int8":
+                    continue  # converted above
+                out = work_dir / f"set-{number}" / variant.replace(" ", "-")
+                runs += [(variant, result, number) for _, result in _converted(
+                    checkpoint, ["int8"], out, dict(settings, calibration=str(calibration), **options))]
     dev_ids = label_ids(dev, ["negative", "positive"])
     summary = []
-    for r in results:
+    for name, r, calibration_set in runs:
         accuracy, overlap = None, 0
         if r.artifact_path:
             model = load_model(r.artifact_path)
             predicted = model.logits(dev.texts).argmax(axis=1)
             accuracy = float(np.mean(predicted == np.array(dev_ids)))
             overlap = calibrated_on(model.metadata, dev.texts)
-        summary.append({"quant": r.quant, "artifact": r.artifact_path, "dev_accuracy": accuracy,
+        summary.append({"quant": name, "calibration_set": calibration_set if r.quant == "int8" else None,
+                        "artifact": r.artifact_path, "dev_accuracy": accuracy,
                         "calibration": (r.texts or {}).get("calibration") if QUANT_MODES[r.quant].integer else None,
                         "calibration_overlaps_evaluation": bool(overlap), "calibrated_on_dev_texts": overlap,
-                        "validation": r.validation, "timings": r.timings})
-        print(accuracy_line(summary[-1], len(dev.texts)), file=sys.stderr)
+                        "validation": r.validation, "timings": r.timings,
+                        "file_bytes": r.file_bytes,
+                        "float_layers": model.metadata.get("float_layers") if r.artifact_path else None})
+        print(accuracy_line(summary[-1], len(dev.texts)) + (f" [calibration set {calibration_set}]"
+                                                            if r.quant == "int8" else ""), file=sys.stderr)
         if features is not None and r.quant == "dynamic" and r.artifact_path:
             probe["dynamic_agreement_by_ridge_strength"] = head_sensitivity(r.artifact_path, dev.texts, dev_ids,
                                                                                  *features)
-    return {"probe": probe, "results": summary, "stages": log.timings}
+    latency = latency_rounds({f["quant"]: f["artifact"] for f in summary if f["artifact"] and not f["calibration_set"]},
+                             sst2 / "dev.tsv") if fine_tuned else None
+    return {"probe": probe, "results": summary, "by_calibration_set": by_calibration_set(summary),
+            "latency": latency, "stages": log.timings}
+
+
+def by_calibration_set(summary: list) -> dict:
+    """Per int8 variant: dev accuracy on each calibration set (None: rejected), mean and worst."""
+    table = {}
+    for figure in summary:
+        if figure["calibration_set"] is not None:
+            table.setdefault(figure["quant"], []).append(figure["dev_accuracy"])
+    return {variant: {"dev_accuracy": accuracies,
+                      "mean": float(np.mean(accuracies)) if None not in accuracies else None,
+                      "worst": min(a for a in accuracies if a is not None) if any(accuracies) else None}
+            for variant, accuracies in table.items()}
+
+
+def _converted(checkpoint: Path, modes, out: Path, settings: dict):
+    """(quant, result) per mode; a mode that fails validation has a result without an artifact."""
+    try:
+        results = convert(str(checkpoint), modes, 128, out, **settings)
+    except ValidationFailed as e:
+        results = e.results
+    for r in results:
+        yield r.quant, r
+
+
+def latency_rounds(artifacts: dict, data: Path, rounds: int = LATENCY_ROUNDS) -> dict:
+    """Mean latency per text of `edge-run --input data` for each artifact (name -> path), 1 thread, one
+    fresh process each, in an order that rotates every round; the median over rounds."""
+    names = list(artifacts)
+    per_round = []
+    for number in range(rounds):
+        order = names[number % len(names):] + names[:number % len(names)]
+        figures = {}
+        for name in order:
+            child = subprocess.run([sys.executable, "-m", edge_run_cli.__name__, "--model", artifacts[name],
+                                    "--input", str(data), "--threads", "1", "--json", "-q"],
+                                   capture_output=True, text=True, timeout=3600, check=True)
+            figures[name] = json.loads(child.stdout)["predictions_summary"]["latency_ms"]["mean"]
+        per_round.append(figures)
+        print(f"latency round {number + 1}: " + ", ".join(f"{n} {figures[n]:.3f} ms" for n in names), file=sys.stderr)
+    medians = {name: float(np.median([r[name] for r in per_round])) for name in names}
+    return {"what": "mean latency per text of edge-run --input over every text, 1 thread, median of rounds",
+            "rounds": per_round, "median_mean_ms": medians}
 
 
 def accuracy_line(figure: dict, examples: int) -> str:

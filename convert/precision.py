@@ -1,25 +1,31 @@
-"""Mixed precision for int8: the few dense layers whose int8 activations cost most stay in float.
+"""Mixed precision for int8: layers or lookups left in float, by name or by measurement.
 
-BERT-family models' feed-forward output layer reads the GELU/ReLU output of the intermediate layer
-(4x the hidden size, a long-tailed distribution with outlier channels): one int8 scale per tensor for
-it loses most of the int8 error. Measured on MiniLM fine-tuned on SST-2 (all 872 dev texts, seq 64,
-calibrated on 200 train texts), keeping in float only one kind of dense layer at a time:
+The feed-forward output layer of BERT-family models reads the GELU/ReLU output of the intermediate
+layer (4x the hidden size, long-tailed, with outlier channels): `--int8-float-layers ffn-output`
+leaves those dense layers float. Measured before the attention core stayed float by default (fixed
+128-token graphs, one set of 200 calibration texts) it brought int8 from -0.80 to -0.11 points on
+the fine-tuned MiniLM; with today's int8, on 3 disjoint calibration sets, it does not help (86.01 %
+against 86.24 % mean, at +58 % latency: README "int8 and dynamic on real weights"). The spread
+between calibration sets (up to 0.7 points) is as large as what any one group of dense layers changes.
 
-    all dense layers int8      85.67 % (-0.80 points vs TF fp32 86.47 %), agreement 94.8 %
-    query / key / value float  -1.49 / -0.34 / -1.26 points
-    attention output float     -1.38 points;  intermediate float -1.03 points
-    feed-forward output float  86.35 % (-0.11 points), agreement 97.8 %, mean |dlogit| 0.29 -> 0.09
+`--int8-float-layers auto` chooses by measurement instead of by name: the dense layers are grouped by
+their place in the block (query of every layer, key of every layer, ...), the graph is calibrated
+once, and int8 is made once with each group left in float; the group whose float version brings the
+logits closest to the fp32 graph's, on held-out texts of the calibration pool, stays float. (Ranked
+on the calibration texts themselves, every candidate looked better than it was: it chose the query
+layers and lost 0.46 points on dev.) `--explain`'s per-op ranking was tried first and did not pick
+layers worth keeping float: its top 2-16 ops, float, changed nothing or lost.
 
-`edge-convert --explain` on the int8 artifact ranks layer 3's feed-forward output layer first
-(16-20 % of the added error), the GELU outputs feeding those layers next. Keeping only the explain
-report's top 2-16 ops float did not help (-0.80 to -1.03 points), nor did layer 3's alone: the error
-is spread over the six layers' feed-forward outputs (layers 0-3 float: +0.00 points), so the whole
-group is the unit.
+What does help is the embeddings: int8 looks them up in float (graph.QUANT_MODES), and the word table
+is stored with one int8 scale per column (word_table_by_column), or in float32 with --float-embeddings.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Callable
+
+import numpy as np
 
 from .explain import graph_ops
 
@@ -32,6 +38,9 @@ FLOAT_LAYER_GROUPS = {
 # feed-forward output layers made int8 22 % slower (p50 50.2 -> 61.6 ms under load), above the 5 % a
 # default may cost; and int8-only accelerators would run those layers on the CPU.
 DEFAULT_FLOAT_LAYERS = ()
+AUTO_FLOAT_LAYERS = "auto"  # --int8-float-layers auto: the group chosen by choose_float_group
+SELECTION_TEXTS = 64        # calibration texts each candidate runs on: seconds per candidate for MiniLM
+_LAYER_INDEX = re.compile(r"layer_\._\d+")
 
 
 def float_nodes(fp32_graph: bytes, groups) -> list:
@@ -45,17 +54,15 @@ def float_nodes(fp32_graph: bytes, groups) -> list:
 
 
 def float_embedding_table(dynamic_graph: bytes, fp32_graph: bytes) -> bytes:
-    """The dynamic-range graph with its word-embedding table in float32 (copied from the fp32 graph)
-    instead of int8 + DEQUANTIZE.
+    """The graph (dynamic, or int8 with its float lookups) with the word-embedding table in float32,
+    copied from the fp32 graph, instead of int8 + DEQUANTIZE (--float-embeddings).
 
-    `--explain` ranks that table first in MiniLM's dynamic artifact (a third of the added error: one
-    int8 scale per row of 384 values). Measured on the fine-tuned MiniLM, all 872 SST-2 dev texts:
-    86.12 % -> 86.70 % (TF fp32 86.47 %), agreement 99.20 -> 99.31 %, mean |dlogit| 0.024 -> 0.019;
-    the file grows from 23 to 58 MB (30522 x 384 floats); latency unchanged (p50 ratio 0.985, 7
-    alternated rounds, litert, 1 thread). Off by default for the file size: 2.5x on an edge device's
-    storage and memory for one more agreeing text in 872.
+    Measured on the fine-tuned MiniLM, all 872 SST-2 dev texts, dynamic: 86.70 %, the same as with the
+    default int8 table with a scale per column (word_table_by_column); with TF's single scale for the
+    whole table it was 86.12 %. The file grows from 24 to 58 MB (30522 x 384 floats), latency is
+    unchanged. Off by default: the per-column table gives the same answers at the int8 size.
     """
-    return _float_gather_table(dynamic_graph, fp32_graph, "word", lambda indices: indices == "input_ids")
+    return _float_gather_table(dynamic_graph, fp32_graph, "word", _reads_word_ids)
 
 
 def float_position_table(dynamic_graph: bytes, fp32_graph: bytes) -> bytes:
@@ -73,6 +80,24 @@ def float_position_table(dynamic_graph: bytes, fp32_graph: bytes) -> bytes:
                                lambda indices: indices not in ("input_ids", "token_type_ids", "attention_mask"))
 
 
+def _table_gather(graph: bytes, model, what: str, reads):
+    """The one GATHER (explain._Op) of a rank-2 constant table whose indices tensor's name satisfies
+    `reads`, or None."""
+    subgraph = model.subgraphs[0]
+    ops, names = graph_ops(graph)
+    found = [op for op, raw in zip(ops, subgraph.operators)
+             if op.kind == "GATHER" and len(subgraph.tensors[raw.inputs[0]].shape) == 2
+             and model.buffers[subgraph.tensors[raw.inputs[0]].buffer].data is not None
+             and reads(names[raw.inputs[1]])]
+    if len(found) > 1:
+        raise ValueError(f"expected at most one GATHER of the {what} table, found {len(found)}")
+    return found[0] if found else None
+
+
+def _reads_word_ids(indices: str) -> bool:
+    return indices == "input_ids"
+
+
 def _float_gather_table(dynamic_graph: bytes, fp32_graph: bytes, what: str, reads) -> bytes:
     """Copy the float table of the one GATHER of a rank-2 constant table whose indices tensor's
     name satisfies `reads` from the fp32 graph into the dynamic graph, dropping its DEQUANTIZE."""
@@ -80,21 +105,11 @@ def _float_gather_table(dynamic_graph: bytes, fp32_graph: bytes, what: str, read
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils  # deferred with the schema above
 
-    def table_gather(graph, model):
-        subgraph = model.subgraphs[0]
-        ops, names = graph_ops(graph)
-        found = [op for op, raw in zip(ops, subgraph.operators)
-                 if op.kind == "GATHER" and len(subgraph.tensors[raw.inputs[0]].shape) == 2
-                 and model.buffers[subgraph.tensors[raw.inputs[0]].buffer].data is not None
-                 and reads(names[raw.inputs[1]])]
-        if len(found) > 1:
-            raise ValueError(f"expected at most one GATHER of the {what} table, found {len(found)}")
-        return found[0] if found else None
-
     model = flatbuffer_utils.convert_bytearray_to_object(dynamic_graph)
     reference = flatbuffer_utils.convert_bytearray_to_object(fp32_graph)
     subgraph = model.subgraphs[0]
-    gather, reference_gather = table_gather(dynamic_graph, model), table_gather(fp32_graph, reference)
+    gather = _table_gather(dynamic_graph, model, what, reads)
+    reference_gather = _table_gather(fp32_graph, reference, what, reads)
     if gather is None or reference_gather is None:
         return dynamic_graph  # e.g. a fixed-length graph, whose positions are a folded constant
     table, output = subgraph.tensors[gather.inputs[0]], gather.outputs[0]
@@ -110,3 +125,150 @@ def _float_gather_table(dynamic_graph: bytes, fp32_graph: bytes, what: str, read
         op.inputs = [output if i == dequantized else i for i in op.inputs]
     del subgraph.operators[dequantize]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def word_table_by_column(graph: bytes, fp32_graph: bytes, per_column: bool = True) -> bytes:
+    """`graph` with its word-embedding table in int8 with one scale per embedding dimension (column),
+    looked up in int8 and dequantized after the lookup (GATHER -> DEQUANTIZE, per-channel).
+
+    TF's dynamic-range quantizer gives the 30522 x 384 table one scale; MiniLM's columns span 5x in
+    range (max |value| 0.22 to 1.05), so most columns kept a fifth of int8's resolution, and
+    `--explain` ranked the table first in the dynamic artifact (a third of the added error). Measured
+    on the fine-tuned MiniLM, all 872 SST-2 dev texts: dynamic 86.12 -> 86.70 % (TF fp32 86.47 %), as
+    with the float32 table, at the int8 table's size. Works on a graph whose table is int8 (dynamic)
+    or float with a float lookup (int8 mode, which leaves GATHER float). per_column=False: one scale for
+    the whole table, for runtimes without a per-channel DEQUANTIZE (graph.CompatTarget)."""
+    from tensorflow.lite.python import schema_py_generated as schema  # deferred like the others here
+    from tensorflow.lite.tools import flatbuffer_utils  # deferred with the schema above
+
+    model = flatbuffer_utils.convert_bytearray_to_object(graph)
+    reference = flatbuffer_utils.convert_bytearray_to_object(fp32_graph)
+    subgraph = model.subgraphs[0]
+    gather = _table_gather(graph, model, "word", _reads_word_ids)
+    reference_gather = _table_gather(fp32_graph, reference, "word", _reads_word_ids)
+    if gather is None or reference_gather is None:
+        return graph
+    float_table = reference.subgraphs[0].tensors[reference_gather.inputs[0]]
+    values = np.frombuffer(bytes(reference.buffers[float_table.buffer].data), np.float32).reshape(
+        [int(d) for d in float_table.shape])
+    scales = np.maximum(np.abs(values).max(axis=0 if per_column else None, keepdims=not per_column),
+                        np.finfo(np.float32).tiny).reshape(-1) / 127.0
+    version = PER_CHANNEL_DEQUANTIZE_VERSION if per_column else INT8_DEQUANTIZE_VERSION
+    table, output = subgraph.tensors[gather.inputs[0]], subgraph.tensors[gather.outputs[0]]
+    raw_gather = next(op for op in subgraph.operators if list(op.outputs) == [gather.outputs[0]])
+    if table.type == schema.TensorType.FLOAT32:  # a float lookup: it now writes int8, dequantized after
+        int8_output = schema.TensorT()
+        int8_output.shape, int8_output.shapeSignature = output.shape, output.shapeSignature
+        int8_output.name = output.name + b"/int8"
+        int8_output.buffer = 0
+        subgraph.tensors.append(int8_output)
+        raw_gather.outputs = [len(subgraph.tensors) - 1]
+        dequantize = schema.OperatorT()
+        dequantize.opcodeIndex = _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE, version)
+        dequantize.inputs, dequantize.outputs = [len(subgraph.tensors) - 1], [gather.outputs[0]]
+        subgraph.operators.insert(subgraph.operators.index(raw_gather) + 1, dequantize)
+        output = int8_output
+    elif table.type != schema.TensorType.INT8:
+        return graph
+    else:  # the lookup's own DEQUANTIZE reads the new scales
+        _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE, version)
+    quantized = np.clip(np.round(values / scales), -127, 127).astype(np.int8)
+    model.buffers[table.buffer].data = quantized.reshape(-1).view(np.uint8)
+    for tensor, axis in ((table, 1), (output, len(output.shape) - 1)) if per_column else ((table, 0), (output, 0)):
+        tensor.type = schema.TensorType.INT8
+        tensor.quantization = schema.QuantizationParametersT()
+        tensor.quantization.scale = scales.astype(np.float32).tolist()
+        tensor.quantization.zeroPoint = [0] * len(scales)
+        tensor.quantization.quantizedDimension = axis
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+PER_CHANNEL_DEQUANTIZE_VERSION = 5  # TFLite's op versions of DEQUANTIZE: per-channel int8, int8
+INT8_DEQUANTIZE_VERSION = 2
+
+
+def _opcode_index(model, schema, builtin: int, version: int) -> int:
+    """Index of `builtin`'s operator code in the model (added if missing), at `version` at least."""
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            code.version = max(code.version, version)
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode = builtin, min(builtin, 127)
+    code.version = version
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def dense_groups(fp32_graph: bytes) -> dict:
+    """{group label: (FULLY_CONNECTED output tensor names, weight count)}: the dense layers grouped by
+    their place in the block, e.g. "layer_._*/attention/self/query" holds every layer's query layer."""
+    # deferred: TensorFlow's flatbuffer schema (seconds to import); edge-convert has it loaded by now
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    subgraph = flatbuffer_utils.convert_bytearray_to_object(fp32_graph).subgraphs[0]
+    ops, names = graph_ops(fp32_graph)
+    groups: dict = {}
+    for op in ops:
+        if op.kind != "FULLY_CONNECTED":
+            continue
+        output = names[op.outputs[0]]
+        scope = _LAYER_INDEX.sub("layer_._*", output.split(";")[0]).split("/")
+        label = "/".join(scope[:-1])  # the dense layer's scope, without the op's own name
+        if "layer_._*" in label:
+            label = label[label.index("layer_._*"):]
+        elif label:
+            label = "/".join(label.split("/")[-2:])
+        else:  # the graph's output tensor carries the output's name, not the layer's scope
+            label = "output layer"
+        weights = int(np.prod(subgraph.tensors[op.inputs[1]].shape))
+        nodes, count = groups.get(label, ([], 0))
+        groups[label] = (nodes + [output], count + weights)
+    return groups
+
+
+def graph_logits(graph: bytes, samples: list) -> np.ndarray:
+    """(texts, labels) logits of `graph` in the device interpreter; `samples` are {input name: (1, n)
+    int32 array}, each run at its own length."""
+    from ai_edge_litert.interpreter import Interpreter  # deferred like the rest of the interpreter users
+
+    interpreter = Interpreter(model_content=graph)
+    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
+    output = interpreter.get_output_details()[0]["index"]
+    shape, rows = None, []
+    for sample in samples:
+        if next(iter(sample.values())).shape != shape:
+            shape = next(iter(sample.values())).shape
+            for name, array in sample.items():
+                interpreter.resize_tensor_input(inputs[name], list(array.shape))
+            interpreter.allocate_tensors()
+        for name, array in sample.items():
+            interpreter.set_tensor(inputs[name], array)
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(output).reshape(-1).astype(np.float64))
+    return np.stack(rows)
+
+
+def choose_float_group(reference_graph: bytes, quantize: Callable, samples: list) -> tuple:
+    """(float node names, selection record): int8 made by `quantize(float_nodes)` once with no group
+    and once with each dense group of `reference_graph` left in float; the group whose graph's logits
+    have the least relative noise power against the reference graph's, on `samples`, is chosen (none
+    when no group lowers it)."""
+    reference = graph_logits(reference_graph, samples)
+    power = float(np.sum(reference ** 2)) or 1.0
+
+    def noise(nodes) -> float:
+        return float(np.sum((graph_logits(quantize(nodes), samples) - reference) ** 2)) / power
+
+    groups = dense_groups(reference_graph)
+    total_weights = sum(count for _, count in groups.values())
+    all_int8 = noise(())
+    candidates = sorted(({"group": label, "dense_ops": len(nodes), "weight_share": round(count / total_weights, 4),
+                          "relative_noise": noise(nodes)} for label, (nodes, count) in groups.items()),
+                        key=lambda c: c["relative_noise"])
+    chosen = candidates[0] if candidates and candidates[0]["relative_noise"] < all_int8 else None
+    record = {"method": "auto", "texts": len(samples), "metric": "relative noise power of the logits against "
+              "the fp32 graph (mask softened as for int8)",
+              "all_int8_relative_noise": all_int8, "chosen": chosen["group"] if chosen else None,
+              "candidates": candidates}
+    return (groups[chosen["group"]][0] if chosen else []), record

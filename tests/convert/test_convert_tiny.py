@@ -98,9 +98,10 @@ def test_quantized_graphs_are_smaller_and_integer(converted):
         assert dynamic.graph_bytes < fp32.graph_bytes / 2 and int8.graph_bytes < fp32.graph_bytes / 2
         meta = read_artifact(int8.artifact_path).metadata
         ops = meta["graph_ops"]
-        # Matrix products, attention and activations are int8; LayerNorm and residual adds float, and
-        # CAST turns the int32 attention mask into floats.
+        # Dense layers and activations are int8; LayerNorm, residual adds and the attention core float,
+        # and CAST turns the int32 attention mask into floats.
         assert set(ops["float_op_types"]) <= set(QUANT_MODES["int8"].float_ops) | {"CAST"}
+        assert {"BATCH_MATMUL", "SOFTMAX"} <= set(ops["float_op_types"])  # the attention core
         assert {"FULLY_CONNECTED", "BATCH_MATMUL"} & set(ops["op_versions"])
         # Calibration texts follow the 100 validation texts: none of them is validated on.
         calibration, validation = meta["calibration"], meta["texts"]["validation"]
