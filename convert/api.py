@@ -368,8 +368,9 @@ class _Job:
             texts = self.selection_texts
             if not texts.texts:  # the pool had no text left after validation and calibration
                 texts = calibration_texts.take(0, SELECTION_TEXTS)
-            rows = [encode(tokenizer, [text], seq_len, padded=not self.dynamic) for text in texts.texts]
-            samples = [{name: row[name] for name in self._input_names(softened)} for row in rows]
+            names = self._input_names(softened)
+            samples = [dict(zip(names, row)) for row in
+                       self._representative(tokenizer, texts, seq_len, softened, padded=not self.dynamic)()]
             kept, selection = choose_float_group(softened, lambda nodes: quantize_calibrated(calibrated, mode, nodes),
                                                  samples)
             selection["texts"] = {**texts.describe(), "held_out": texts is self.selection_texts}

@@ -94,6 +94,16 @@ def _table_gather(graph: bytes, model, what: str, reads):
     return found[0] if found else None
 
 
+def _gathers(graph: bytes, fp32_graph: bytes, what: str, reads) -> tuple:
+    """(graph's model object, the fp32 graph's, the table GATHER in each or None): both sides of a table copy."""
+    from tensorflow.lite.tools import flatbuffer_utils  # deferred like the rest of the flatbuffer users here
+
+    model = flatbuffer_utils.convert_bytearray_to_object(graph)
+    reference = flatbuffer_utils.convert_bytearray_to_object(fp32_graph)
+    return (model, reference, _table_gather(graph, model, what, reads),
+            _table_gather(fp32_graph, reference, what, reads))
+
+
 def _reads_word_ids(indices: str) -> bool:
     return indices == "input_ids"
 
@@ -105,11 +115,8 @@ def _float_gather_table(dynamic_graph: bytes, fp32_graph: bytes, what: str, read
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils  # deferred with the schema above
 
-    model = flatbuffer_utils.convert_bytearray_to_object(dynamic_graph)
-    reference = flatbuffer_utils.convert_bytearray_to_object(fp32_graph)
+    model, reference, gather, reference_gather = _gathers(dynamic_graph, fp32_graph, what, reads)
     subgraph = model.subgraphs[0]
-    gather = _table_gather(dynamic_graph, model, what, reads)
-    reference_gather = _table_gather(fp32_graph, reference, what, reads)
     if gather is None or reference_gather is None:
         return dynamic_graph  # e.g. a fixed-length graph, whose positions are a folded constant
     table, output = subgraph.tensors[gather.inputs[0]], gather.outputs[0]
@@ -141,11 +148,8 @@ def word_table_by_column(graph: bytes, fp32_graph: bytes, per_column: bool = Tru
     from tensorflow.lite.python import schema_py_generated as schema  # deferred like the others here
     from tensorflow.lite.tools import flatbuffer_utils  # deferred with the schema above
 
-    model = flatbuffer_utils.convert_bytearray_to_object(graph)
-    reference = flatbuffer_utils.convert_bytearray_to_object(fp32_graph)
+    model, reference, gather, reference_gather = _gathers(graph, fp32_graph, "word", _reads_word_ids)
     subgraph = model.subgraphs[0]
-    gather = _table_gather(graph, model, "word", _reads_word_ids)
-    reference_gather = _table_gather(fp32_graph, reference, "word", _reads_word_ids)
     if gather is None or reference_gather is None:
         return graph
     float_table = reference.subgraphs[0].tensors[reference_gather.inputs[0]]
