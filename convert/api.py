@@ -29,7 +29,8 @@ from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODE
                     calibrate_int8, check_graph_io, check_runtime_survives, convert_graph, graph_facts,
                     quantize_calibrated, quantize_integer, soften_attention_mask, trace)
 from .precision import (AUTO_FLOAT_LAYERS, DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, SELECTION_TEXTS, choose_float_group,
-                        float_embedding_table, float_nodes, float_position_table, word_table_by_column)
+                        dynamic_range_dense, float_embedding_table, float_nodes, float_output_nodes,
+                        float_position_table, word_table_by_column)
 from .source import (ModelSource, locate_weights, packaged_bert_vocab, read_vocab, resolve_source,
                      tokenizer_metadata, tokenizer_settings)
 from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, calibration_overlap,
@@ -238,12 +239,15 @@ class _Job:
                 if mode.name == "int8" and self.int8_float_layers == (AUTO_FLOAT_LAYERS,):
                     graph, context["float_layers"] = self._int8_auto_float(mode, softened, representative,
                                                                            tokenizer, calibration_texts, seq_len)
+                elif mode.name == "int8":
+                    with self.log.stage(self.name, "quantize", mode.name):
+                        kept = float_nodes(softened, self.int8_float_layers)
+                        graph = self._int8_keeping(calibrate_int8(softened, representative), mode, softened, kept)
+                    context["float_layers"] = self._float_layers_record(list(self.int8_float_layers) if kept else [],
+                                                                        kept)
                 else:
                     with self.log.stage(self.name, "quantize", mode.name):
-                        kept = float_nodes(fp32_graph, self.int8_float_layers) if mode.name == "int8" else []
-                        graph = quantize_integer(softened, mode, representative, kept)
-                    context["float_layers"] = {"groups": list(self.int8_float_layers) if kept else [],
-                                               "dense_ops_kept_float": len(kept)}
+                        graph = quantize_integer(softened, mode, representative)
                 if mode.name == "int8":
                     graph, context["word_table"] = self._word_table(graph, fp32_graph)
             else:
@@ -302,7 +306,8 @@ class _Job:
             # Fingerprints, not texts: an evaluation on data that overlaps them says so (edge-run, edge-bench).
             extra["calibration"] = {**ctx["calibration_texts"].describe(),
                                     "fingerprints": [text_fingerprint(t) for t in ctx["calibration_texts"].texts]}
-            extra["float_layers"] = ctx["float_layers"]  # --int8-float-layers: which dense layers stayed float
+            # --int8-float-layers: which dense layers kept float outputs (int8 only)
+            extra["float_layers"] = ctx["float_layers"] if mode.name == "int8" else None
         common = dict(graph=graph, tokenizer=ctx["tokenizer_meta"], labels=labels, inputs=inputs,
                       outputs=[{"name": facts["outputs"][0]["name"], "role": "logits"}], quantization=mode.name,
                       random_weights=weights.random_weights, source=self.src.description)
@@ -371,15 +376,31 @@ class _Job:
             names = self._input_names(softened)
             samples = [dict(zip(names, row)) for row in
                        self._representative(tokenizer, texts, seq_len, softened, padded=not self.dynamic)()]
-            kept, selection = choose_float_group(softened, lambda nodes: quantize_calibrated(calibrated, mode, nodes),
-                                                 samples)
+            kept, selection = choose_float_group(softened, lambda nodes: self._int8_keeping(calibrated, mode, softened,
+                                                                                            nodes), samples)
             selection["texts"] = {**texts.describe(), "held_out": texts is self.selection_texts}
-            graph = quantize_calibrated(calibrated, mode, kept)
+            graph = self._int8_keeping(calibrated, mode, softened, kept)
         ranking = ", ".join(f"{c['group']} {c['relative_noise']:.2e}" for c in selection["candidates"][:3])
         self.log.note(self.name, f"int8 relative logit noise {selection['all_int8_relative_noise']:.2e} all int8; "
                                  f"with one group float: {ranking}; kept float: {selection['chosen'] or 'none'}")
-        return graph, {"groups": [selection["chosen"]] if kept else [], "dense_ops_kept_float": len(kept),
+        return graph, {**self._float_layers_record([selection["chosen"]] if kept else [], kept),
                        "selection": selection}
+
+    def _int8_keeping(self, calibrated: bytes, mode: QuantMode, reference: bytes, dense_nodes) -> bytes:
+        """int8 from the calibrated graph, the dense layers `dense_nodes` keeping float outputs with
+        int8 weights and dynamic-range kernels (precision.py's docstring says why)."""
+        graph = quantize_calibrated(calibrated, mode, float_output_nodes(reference, dense_nodes))
+        return dynamic_range_dense(graph, self._per_channel_dynamic_dense)[0]
+
+    @property
+    def _per_channel_dynamic_dense(self) -> bool:
+        return self.compat is None or not self.compat.per_tensor_dynamic_dense
+
+    def _float_layers_record(self, groups: list, dense_nodes) -> dict:
+        scales = "a scale per output channel" if self._per_channel_dynamic_dense else "one scale"
+        return {"groups": groups, "dense_ops_kept_float": len(dense_nodes),
+                "kept_as": (f"float outputs; int8 weights ({scales}), the input quantized per token at run time"
+                            if dense_nodes else None)}
 
     def _word_table(self, graph: bytes, fp32_graph: bytes) -> tuple:
         """(graph, how its word-embedding table is stored): float32 with --float-embeddings, else int8

@@ -59,9 +59,12 @@ def _split_modes(ctx, param, values) -> list:
               help=f"Label agreement with the TF model a mode must reach (defaults: {_THRESHOLDS}; "
                    "with random weights only fp32/fp16 are held to them, unless this is given).")
 @click.option("--int8-float-layers", default=",".join(DEFAULT_FLOAT_LAYERS) or "none", show_default=True,
-              help=f"int8: dense layers left in float, comma-separated ({', '.join(FLOAT_LAYER_GROUPS)}; "
-                   f"'{AUTO_FLOAT_LAYERS}': the one group of dense layers whose float version lowers the error "
-                   "most, measured; 'none' for all int8). Recorded in the artifact's metadata.")
+              help=f"int8: dense layers that keep float outputs, with int8 weights and dynamic-range kernels "
+                   f"(the input quantized per token at run time), comma-separated ({', '.join(FLOAT_LAYER_GROUPS)}: "
+                   "the feed-forward outputs, whose outlier channels a static int8 output zeroes the rest of; "
+                   f"'{AUTO_FLOAT_LAYERS}': the one group of dense layers that lowers the error most, measured; "
+                   "'none': every dense layer static int8, for int8-only accelerators). Recorded in the "
+                   "artifact's metadata.")
 @click.option("--float-embeddings", is_flag=True,
               help="dynamic, int8: keep the embedding tables in float32 (more accurate, a larger file). "
                    "Recorded in the artifact's metadata.")

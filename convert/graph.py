@@ -182,13 +182,14 @@ def convert_graph(frozen: tuple, mode: QuantMode, compat: Optional[CompatTarget]
                     "rerun with EDGE_SLM_DEBUG=1 for the converter's full log")
 
 
-def quantize_integer(fp32_graph: bytes, mode: QuantMode, representative: Callable, float_nodes=()) -> bytes:
+def quantize_integer(fp32_graph: bytes, mode: QuantMode, representative: Callable) -> bytes:
     """Calibrate the fp32 graph on `representative()` (lists of input arrays in graph order) and
     quantize it to int8 or int16x8 activations; inputs and logits stay int32/float32. Callers soften
-    the attention mask's constant first (see soften_attention_mask). int8 leaves `float_nodes` (op
-    output tensor names, see precision.float_nodes) in float as well as mode.float_ops."""
+    the attention mask's constant first (see soften_attention_mask). int8 leaves mode.float_ops in
+    float (edge-convert's int8 goes through calibrate_int8 and quantize_calibrated itself, to keep
+    some dense layers' outputs float: precision.float_output_nodes)."""
     if mode.name == "int8":
-        return quantize_calibrated(calibrate_int8(fp32_graph, representative), mode, float_nodes)
+        return quantize_calibrated(calibrate_int8(fp32_graph, representative), mode)
     tf = tensorflow()
     from tensorflow.lite.python.convert import deduplicate_readonly_buffers  # deferred: TensorFlow loads only when converting
     from tensorflow.lite.python.optimize import calibrator  # deferred: TensorFlow loads only when converting

@@ -12,8 +12,8 @@
         validated on every text of SST-2 dev; plus, for every ridge strength, the dynamic artifact's
         agreement through its own pooled output (does the head or the quantized encoder decide it?).
         With --checkpoint DIR, that checkpoint instead (make bench-convert passes the MiniLM fine-tuned
-        by make bench-train), plus int8 with --float-embeddings, --int8-float-layers ffn-output and
-        --int8-float-layers auto, and the file size and latency
+        by make bench-train), plus int8 with --float-embeddings, --int8-float-layers none (every dense
+        layer static int8) and --int8-float-layers auto, and the file size and latency
         of every artifact on all of dev (`edge-run --input`, 1 thread, fresh processes, alternated).
 """
 
@@ -50,7 +50,7 @@ REGISTRY_MODELS = ("mobilebert", "distilbert", "tinybert")
 MODES = ("fp32", "dynamic", "int8")
 RIDGE_STRENGTHS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 INT8_VARIANTS = {"int8 float-embeddings": {"float_embeddings": True},         # edge-convert's options
-                 "int8 ffn-output float": {"int8_float_layers": ["ffn-output"]},
+                 "int8 all dense static": {"int8_float_layers": []},
                  "int8 auto": {"int8_float_layers": ["auto"]}}
 LATENCY_ROUNDS = 3
 CALIBRATION_SETS = 3

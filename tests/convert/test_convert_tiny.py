@@ -99,8 +99,11 @@ def test_quantized_graphs_are_smaller_and_integer(converted):
         meta = read_artifact(int8.artifact_path).metadata
         ops = meta["graph_ops"]
         # Dense layers and activations are int8; LayerNorm, residual adds and the attention core float,
-        # and CAST turns the int32 attention mask into floats.
-        assert set(ops["float_op_types"]) <= set(QUANT_MODES["int8"].float_ops) | {"CAST"}
+        # and CAST turns the int32 attention mask into floats. The feed-forward output layers (int8
+        # weights) and the reshapes behind them keep float outputs (precision.float_output_nodes).
+        assert set(ops["float_op_types"]) <= set(QUANT_MODES["int8"].float_ops) | {"CAST", "FULLY_CONNECTED",
+                                                                                   "RESHAPE"}
+        assert meta["float_layers"]["groups"] == ["ffn-output"] and meta["float_layers"]["dense_ops_kept_float"] > 0
         assert {"BATCH_MATMUL", "SOFTMAX"} <= set(ops["float_op_types"])  # the attention core
         assert {"FULLY_CONNECTED", "BATCH_MATMUL"} & set(ops["op_versions"])
         # Calibration texts follow the 100 validation texts: none of them is validated on.
