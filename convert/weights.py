@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from edge_slm.common.errors import EdgeError
 
 from .architectures import ArchitectureSpec
@@ -69,6 +71,11 @@ def build_model(spec: ArchitectureSpec, config, seq_len: int, weights_file: Opti
     if weights_file is None:
         model = model_class(config)
         model(dummy, training=False)
+        if spec.dense_kernels_from_config:
+            rng = np.random.default_rng(seed)
+            for layer in model.submodules:
+                if isinstance(layer, tf.keras.layers.Dense) and layer.built:
+                    layer.kernel.assign(rng.normal(0.0, config.initializer_range, layer.kernel.shape).astype(np.float32))
         return model, WeightsReport(origin="random", seed=seed)
     if weights_file.name == "tf_model.h5":
         return _load_tf_h5(model_class, config, weights_file, spec, seed)
