@@ -100,20 +100,14 @@ def dynamic_range_dense(int8_graph: bytes, per_channel: bool = True) -> tuple:
         weights = subgraph.tensors[op.inputs[1]]
         values = np.frombuffer(bytes(model.buffers[weights.buffer].data), np.float32).reshape(
             [int(d) for d in weights.shape])
-        scales = np.maximum(np.abs(values).max(axis=1 if per_channel else None, keepdims=True),
-                            np.finfo(np.float32).tiny) / 127.0
-        quantized = np.clip(np.round(values / scales), -127, 127).astype(np.int8).reshape(-1).view(np.uint8)
+        quantized, scales = _symmetric_int8(values, 1 if per_channel else None)
         if sum(t.buffer == weights.buffer for t in subgraph.tensors) == 1:
-            model.buffers[weights.buffer].data = quantized
+            model.buffers[weights.buffer].data = quantized.reshape(-1).view(np.uint8)
         else:  # a buffer the deduplicator shares with another tensor keeps its float values for it
             model.buffers.append(schema.BufferT())
-            model.buffers[-1].data = quantized
+            model.buffers[-1].data = quantized.reshape(-1).view(np.uint8)
             weights.buffer = len(model.buffers) - 1
-        weights.type = schema.TensorType.INT8
-        weights.quantization = schema.QuantizationParametersT()
-        weights.quantization.scale = scales.reshape(-1).astype(np.float32).tolist()
-        weights.quantization.zeroPoint = [0] * scales.size
-        weights.quantization.quantizedDimension = 0
+        _mark_int8(weights, schema, scales, axis=0)
         op.builtinOptions.asymmetricQuantizeInputs = True  # as TF's dynamic-range converter sets it
         op.opcodeIndex = code
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), len(targets)
@@ -221,8 +215,7 @@ def word_table_by_column(graph: bytes, fp32_graph: bytes, per_column: bool = Tru
     float_table = reference.subgraphs[0].tensors[reference_gather.inputs[0]]
     values = np.frombuffer(bytes(reference.buffers[float_table.buffer].data), np.float32).reshape(
         [int(d) for d in float_table.shape])
-    scales = np.maximum(np.abs(values).max(axis=0 if per_column else None, keepdims=not per_column),
-                        np.finfo(np.float32).tiny).reshape(-1) / 127.0
+    quantized, scales = _symmetric_int8(values, 0 if per_column else None)
     version = PER_CHANNEL_DEQUANTIZE_VERSION if per_column else INT8_DEQUANTIZE_VERSION
     table, output = subgraph.tensors[gather.inputs[0]], subgraph.tensors[gather.outputs[0]]
     raw_gather = next(op for op in subgraph.operators if list(op.outputs) == [gather.outputs[0]])
@@ -242,15 +235,28 @@ def word_table_by_column(graph: bytes, fp32_graph: bytes, per_column: bool = Tru
         return graph
     else:  # the lookup's own DEQUANTIZE reads the new scales
         _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE, version)
-    quantized = np.clip(np.round(values / scales), -127, 127).astype(np.int8)
     model.buffers[table.buffer].data = quantized.reshape(-1).view(np.uint8)
     for tensor, axis in ((table, 1), (output, len(output.shape) - 1)) if per_column else ((table, 0), (output, 0)):
-        tensor.type = schema.TensorType.INT8
-        tensor.quantization = schema.QuantizationParametersT()
-        tensor.quantization.scale = scales.astype(np.float32).tolist()
-        tensor.quantization.zeroPoint = [0] * len(scales)
-        tensor.quantization.quantizedDimension = axis
+        _mark_int8(tensor, schema, scales, axis)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _symmetric_int8(values: np.ndarray, axis) -> tuple:
+    """(int8 values, float32 scales): symmetric, zero point 0, the scale from the max |value| over
+    `axis` (a table's axis 0: a scale per column; a dense layer's [out, in] axis 1: a scale per output
+    channel; None: one scale for all)."""
+    scales = np.maximum(np.abs(values).max(axis=axis, keepdims=True), np.finfo(np.float32).tiny) / 127.0
+    quantized = np.clip(np.round(values / scales), -127, 127).astype(np.int8)
+    return quantized, scales.reshape(-1).astype(np.float32)
+
+
+def _mark_int8(tensor, schema, scales: np.ndarray, axis: int) -> None:
+    """Type `tensor` int8 with `scales` along `axis` (one scale: axis 0), zero points 0."""
+    tensor.type = schema.TensorType.INT8
+    tensor.quantization = schema.QuantizationParametersT()
+    tensor.quantization.scale = scales.tolist()
+    tensor.quantization.zeroPoint = [0] * len(scales)
+    tensor.quantization.quantizedDimension = axis
 
 
 PER_CHANNEL_DEQUANTIZE_VERSION = 5  # TFLite's op versions of DEQUANTIZE: per-channel int8, int8
