@@ -27,7 +27,7 @@ from .explain import EXPLAIN_TEXTS
 from .explain import explain as explain_error
 from .graph import (COMPAT_TARGETS, FLOAT_MODES, MASK_MAGNITUDE_FOR_INTEGER_MODES, QUANT_MODES, QuantMode,
                     calibrate_int8, check_graph_io, check_runtime_survives, convert_graph, graph_facts,
-                    quantize_calibrated, quantize_integer, soften_attention_mask, trace)
+                    quantize_calibrated, quantize_integer, soften_attention_mask, split_delegate_partitions, trace)
 from .precision import (AUTO_FLOAT_LAYERS, DEFAULT_FLOAT_LAYERS, FLOAT_LAYER_GROUPS, SELECTION_TEXTS, choose_float_group,
                         dynamic_range_dense, float_embedding_table, float_nodes, float_output_nodes,
                         float_position_table, word_table_by_column)
@@ -259,6 +259,8 @@ class _Job:
                         graph = positioned
                     if mode.name == "dynamic":
                         graph, context["word_table"] = self._word_table(graph, fp32_graph)
+            if self.dynamic:  # length changes re-plan XNNPACK partitions: keep each small (graph.py)
+                graph, context["partition_ends"] = split_delegate_partitions(graph)
             results.append(self._finish(mode, graph, graph_facts(graph), context))
         self._release(model)
         failed = [r for r in results if not r.passed]
@@ -297,6 +299,8 @@ class _Job:
             "word_table": ctx.get("word_table") if mode.name in ("dynamic", "int8") else None,
             # length-aware dynamic: the position table stays float, as a fixed graph folds it (precision.py)
             "float_position_table": ctx.get("float_position_table", False) and mode.name == "dynamic",
+            # length-aware: copies of the hidden states that end an XNNPACK partition (graph.split_delegate_partitions)
+            "partition_ends": ctx.get("partition_ends", 0) if self.dynamic else 0,
             "vocab_source": ctx["vocab_origin"],
             # Only an integer mode is calibrated: the others' record says so.
             "texts": ctx["texts_record"] if mode.integer else {**ctx["texts_record"], "calibration": None,

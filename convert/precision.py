@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from .explain import graph_ops
+from .graph import opcode_index
 
 # Tensor-name patterns of each architecture's feed-forward output dense layer (TF's scopes in
 # transformers' TF classes): BERT/ELECTRA/TinyBERT/MiniLM and MobileBERT, DistilBERT.
@@ -95,7 +96,7 @@ def dynamic_range_dense(int8_graph: bytes, per_channel: bool = True) -> tuple:
     if not targets:
         return int8_graph, 0
     version = PER_CHANNEL_DYNAMIC_DENSE_VERSION if per_channel else DYNAMIC_DENSE_VERSION
-    code = _opcode_index(model, schema, schema.BuiltinOperator.FULLY_CONNECTED, version)
+    code = opcode_index(model, schema, schema.BuiltinOperator.FULLY_CONNECTED, version)
     for op in targets:
         weights = subgraph.tensors[op.inputs[1]]
         values = np.frombuffer(bytes(model.buffers[weights.buffer].data), np.float32).reshape(
@@ -227,14 +228,14 @@ def word_table_by_column(graph: bytes, fp32_graph: bytes, per_column: bool = Tru
         subgraph.tensors.append(int8_output)
         raw_gather.outputs = [len(subgraph.tensors) - 1]
         dequantize = schema.OperatorT()
-        dequantize.opcodeIndex = _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE, version)
+        dequantize.opcodeIndex = opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE, version)
         dequantize.inputs, dequantize.outputs = [len(subgraph.tensors) - 1], [gather.outputs[0]]
         subgraph.operators.insert(subgraph.operators.index(raw_gather) + 1, dequantize)
         output = int8_output
     elif table.type != schema.TensorType.INT8:
         return graph
     else:  # the lookup's own DEQUANTIZE reads the new scales
-        _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE, version)
+        opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE, version)
     model.buffers[table.buffer].data = quantized.reshape(-1).view(np.uint8)
     for tensor, axis in ((table, 1), (output, len(output.shape) - 1)) if per_column else ((table, 0), (output, 0)):
         _mark_int8(tensor, schema, scales, axis)
@@ -265,19 +266,6 @@ INT8_DEQUANTIZE_VERSION = 2
 # output channel (tflite-runtime 2.14 rejects it), one scale with per-token input quantization
 PER_CHANNEL_DYNAMIC_DENSE_VERSION = 12
 DYNAMIC_DENSE_VERSION = 9
-
-
-def _opcode_index(model, schema, builtin: int, version: int) -> int:
-    """Index of `builtin`'s operator code in the model (added if missing), at `version` at least."""
-    for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            code.version = max(code.version, version)
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode = builtin, min(builtin, 127)
-    code.version = version
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
 
 
 def dense_groups(fp32_graph: bytes) -> dict:

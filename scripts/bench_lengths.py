@@ -175,7 +175,7 @@ def main() -> int:
     parser.add_argument("--minilm", help="fine-tuned MiniLM checkpoint: its dynamic-int8 label agreement")
     parser.add_argument("--out", default="bench-results/lengths.json")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--short-runs", type=int, default=400)
     parser.add_argument("--skip-short", action="store_true")
     args = parser.parse_args()

@@ -64,11 +64,15 @@ def compat_artifacts(tmp_path_factory, minilm_dir) -> list:
 
     out = tmp_path_factory.mktemp("compat")
     paths = []
-    for model_type in ("bert", "distilbert", "mobilebert"):
-        checkpoint = write_tiny_checkpoint(out / f"tiny-{model_type}", minilm_dir, model_type)
-        paths += [r.artifact_path for r in convert(str(checkpoint), MODES, TINY_SEQ_LEN, out / "artifacts",
-                                                   random_init=True, compat="tflite-runtime-2.14",
-                                                   validation_samples=20)]
+    # One layer per XNNPACK partition (default: ~200 ops each, so 2-layer graphs stay whole): the
+    # copies that end partitions in big graphs (graph.split_delegate_partitions) must run in 2.14 too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("edge_slm.convert.graph.OPS_PER_PARTITION", 1)
+        for model_type in ("bert", "distilbert", "mobilebert"):
+            checkpoint = write_tiny_checkpoint(out / f"tiny-{model_type}", minilm_dir, model_type)
+            paths += [r.artifact_path for r in convert(str(checkpoint), MODES, TINY_SEQ_LEN, out / "artifacts",
+                                                       random_init=True, compat="tflite-runtime-2.14",
+                                                       validation_samples=20)]
     return paths
 
 
@@ -93,6 +97,8 @@ def test_compat_artifacts_run_in_tflite_runtime_2_14(compat_artifacts):
     assert result["tflite_runtime"].startswith("2.14") and result["numpy"].startswith("1.")
     assert len(result["logits"]) == 3 * len(MODES)
     assert all(read_artifact(path).metadata["sequence"]["kind"] == "dynamic" for path in compat_artifacts)
+    ends = {Path(path).name: read_artifact(path).metadata["partition_ends"] for path in compat_artifacts}
+    assert all(count >= 1 for count in ends.values()), ends
     assert {len(job["inputs"][0]["input_ids"][0]) for job in jobs} == {9}  # each text ran at its own length
     for path, rows in result["logits"].items():
         got = np.array(rows)

@@ -94,3 +94,46 @@ def test_length_aware_dynamic_int8_keeps_the_position_table_float_like_the_fixed
     assert dequantize["dynamic"] == dequantize["fixed"], dequantize
     own, padded = load_model(dynamic.artifact_path).logits(TEXTS), load_model(fixed.artifact_path).logits(TEXTS)
     np.testing.assert_allclose(own, padded, atol=1e-3)
+
+
+def _run_at_lengths(graph: bytes, lengths) -> tuple:
+    """(logits at each length, delegate partitions, TILE ops left to the builtin kernels)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=graph, num_threads=1)
+    interpreter.allocate_tensors()
+    details = interpreter.get_input_details()
+    rows = []
+    for length in lengths:
+        for d in details:
+            interpreter.resize_tensor_input(d["index"], [1, length])
+        interpreter.allocate_tensors()
+        for d in details:
+            ids = 1000 + (np.arange(length, dtype=np.int32) * 37) % 5000
+            value = (np.ones if "mask" in d["name"] else np.zeros)((1, length), np.int32)
+            interpreter.set_tensor(d["index"], ids[None] if d["name"] == "input_ids" else value)
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy())
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    return np.concatenate(rows), ops.count("DELEGATE"), ops.count("TILE")
+
+
+def test_length_aware_graphs_end_an_xnnpack_partition_every_few_layers_with_the_same_answers(both_kinds):
+    """XNNPACK re-plans a partition's memory on every length change, in time growing with the square of
+    its size (MobileBERT: one 1,150-op partition); a copy of the hidden states between layers ends a
+    partition. Here with one layer per partition: same logits at every length, one more partition."""
+    from edge_slm.convert.graph import split_delegate_partitions
+
+    dynamic = both_kinds["dynamic"]["fp32"]
+    graph = read_artifact(dynamic.artifact_path).read_graph()
+    split, boundaries = split_delegate_partitions(graph, ops_per_partition=1)
+    assert boundaries == 1  # the tiny model's 2 layers
+    lengths = (3, 17, TINY_SEQ_LEN, 9)
+    whole, whole_partitions, _ = _run_at_lengths(graph, lengths)
+    parts, partitions, tiles = _run_at_lengths(split, lengths)
+    np.testing.assert_array_equal(parts, whole)
+    assert tiles == 1 and partitions == whole_partitions + 1, (partitions, whole_partitions)
+    # Graphs this small stay whole at the default size; the fixed graph never re-plans and is never split.
+    assert split_delegate_partitions(graph)[1] == 0
+    for kind in ("dynamic", "fixed"):
+        assert read_artifact(both_kinds[kind]["fp32"].artifact_path).metadata["partition_ends"] == 0
