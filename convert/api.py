@@ -300,7 +300,7 @@ class _Job:
             # length-aware dynamic: the position table stays float, as a fixed graph folds it (precision.py)
             "float_position_table": ctx.get("float_position_table", False) and mode.name == "dynamic",
             # length-aware: copies of the hidden states that end an XNNPACK partition (graph.split_delegate_partitions)
-            "partition_ends": ctx.get("partition_ends", 0) if self.dynamic else 0,
+            "partition_ends": ctx.get("partition_ends", 0),
             "vocab_source": ctx["vocab_origin"],
             # Only an integer mode is calibrated: the others' record says so.
             "texts": ctx["texts_record"] if mode.integer else {**ctx["texts_record"], "calibration": None,

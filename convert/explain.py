@@ -28,7 +28,7 @@ import numpy as np
 EXPLAIN_TEXTS = 16  # every tensor of both graphs is kept per text: a few seconds for MiniLM int8
 TOP_OPS = 5
 _INTEGER_TYPES = (np.int8, np.uint8, np.int16)
-_LAYER_INDEX = re.compile(r"layer_\._(\d+)")
+LAYER_INDEX = re.compile(r"layer_\._(\d+)")  # transformers' TF scope of encoder layer N
 _SCOPES = ("embeddings", "pooler", "pre_classifier", "classifier")
 
 
@@ -106,7 +106,7 @@ class _Activations:
 def layer_of(tensor_name: str) -> str:
     """'layer 3', 'embeddings', 'pooler', 'classifier', ... from TF's scope in the tensor name."""
     first = tensor_name.split(";")[0]
-    match = _LAYER_INDEX.search(first)
+    match = LAYER_INDEX.search(first)
     if match:
         return f"layer {match.group(1)}"
     scopes = first.split("/")

@@ -17,7 +17,6 @@ fp16 and dynamic-range quantization happen inside the MLIR conversion, so each r
 from __future__ import annotations
 
 import contextlib
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -29,6 +28,7 @@ import numpy as np
 from edge_slm.common.errors import EdgeError
 
 from .architectures import ArchitectureSpec
+from .explain import LAYER_INDEX
 from .tf_env import captured_native_stderr, first_error_line, tensorflow
 
 
@@ -388,7 +388,6 @@ def opcode_index(model, schema, builtin: int, version: int) -> int:
 
 # Delegate partitions of a length-aware graph: at most about this many ops each (split_delegate_partitions).
 OPS_PER_PARTITION = 200
-_LAYER_SCOPE = re.compile(r"layer_\._(\d+)/")  # transformers' TF scope of encoder layer N
 
 
 def split_delegate_partitions(graph: bytes, ops_per_partition: Optional[int] = None) -> tuple:
@@ -413,8 +412,7 @@ def split_delegate_partitions(graph: bytes, ops_per_partition: Optional[int] = N
     subgraph = model.subgraphs[0]
 
     def layer_of(tensor_index: int) -> Optional[int]:
-        name = subgraph.tensors[tensor_index].name
-        found = _LAYER_SCOPE.search(name.decode() if isinstance(name, bytes) else name)
+        found = LAYER_INDEX.search(subgraph.tensors[tensor_index].name.decode().split(";")[0])
         return int(found.group(1)) if found else None
 
     op_layers = [layer_of(op.outputs[0]) if len(op.outputs) else None for op in subgraph.operators]
@@ -439,7 +437,7 @@ def split_delegate_partitions(graph: bytes, ops_per_partition: Optional[int] = N
     for tensor, readers in boundaries.items():
         source = subgraph.tensors[tensor]
         copy = schema.TensorT()
-        copy.name = f"{source.name.decode() if isinstance(source.name, bytes) else source.name}/partition_end"
+        copy.name = f"{source.name.decode()}/partition_end"
         copy.type, copy.shape, copy.buffer = source.type, list(source.shape), 0
         copy.shapeSignature = None if source.shapeSignature is None else list(source.shapeSignature)
         multiples = schema.TensorT()

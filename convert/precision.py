@@ -37,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from .explain import graph_ops
+from .explain import LAYER_INDEX, graph_ops
 from .graph import opcode_index
 
 # Tensor-name patterns of each architecture's feed-forward output dense layer (TF's scopes in
@@ -48,7 +48,6 @@ FLOAT_LAYER_GROUPS = {
 DEFAULT_FLOAT_LAYERS = ("ffn-output",)  # see the module docstring
 AUTO_FLOAT_LAYERS = "auto"  # --int8-float-layers auto: the group chosen by choose_float_group
 SELECTION_TEXTS = 64        # calibration texts each candidate runs on: seconds per candidate for MiniLM
-_LAYER_INDEX = re.compile(r"layer_\._\d+")
 
 
 def float_nodes(fp32_graph: bytes, groups) -> list:
@@ -281,7 +280,7 @@ def dense_groups(fp32_graph: bytes) -> dict:
         if op.kind != "FULLY_CONNECTED":
             continue
         output = names[op.outputs[0]]
-        scope = _LAYER_INDEX.sub("layer_._*", output.split(";")[0]).split("/")
+        scope = LAYER_INDEX.sub("layer_._*", output.split(";")[0]).split("/")
         label = "/".join(scope[:-1])  # the dense layer's scope, without the op's own name
         if "layer_._*" in label:
             label = label[label.index("layer_._*"):]
