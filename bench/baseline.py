@@ -197,7 +197,8 @@ def measure_baseline(artifact_path, *, threads: int, mode: str = "tf.function", 
     if (meta.get("sequence") or {}).get("kind") == "dynamic" or runner.sequence.pad_to == runner.seq_len:
         runner.mac_counter = MacCounter(artifact.path, resolve_backend("auto").interpreter_class,
                                         {i["name"]: i["role"] for i in meta["inputs"]},
-                                        (meta.get("sequence") or {}).get("kind") == "dynamic")
+                                        (meta.get("sequence") or {}).get("kind") == "dynamic",
+                                        weight_itemsize=4)  # TF runs the weights in float32
     progress = Progress("bench", total=runs if runs or min_seconds else DEFAULT_RUNS, seconds=min_seconds,
                         enabled=None if show_progress else False)
     around = energy_around_loop(meter, port, baseline_seconds, None) if meter else None

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from edge_slm.common.documents import (NO_INT8_DOT_PRODUCT, RANDOM_WEIGHTS_ACCURACY, describe_emulator,
-                                      lacks_int8_dot_product, utc_now)
+from edge_slm.common.documents import (NO_INT8_DOT_PRODUCT, RANDOM_WEIGHTS_ACCURACY, describe_caches,
+                                      describe_emulator, lacks_int8_dot_product, utc_now)
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import atomic_write_text, prepare_out_dir
 
@@ -312,8 +312,8 @@ def _results_section(summaries: list) -> list:
     lines = ["## Results", "",
              "Latency is per inference (tokenize + set inputs + invoke + read logits), batch 1, in ms.", "",
              "| run | backend | weights | accuracy | lengths | p50 ms | p90 ms | p99 ms | init ms | peak RSS MB "
-             "| model MB | MACs / inference | GOP/s | energy / inference | other CPU |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| model MB | MACs / inference | GOP/s | weights MB / inference (GB/s) | energy / inference | other CPU |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for s in summaries:
         if s.status != "ok":
             continue
@@ -325,8 +325,13 @@ def _results_section(summaries: list) -> list:
                      f"{_cell(s.accuracy_text)} | {_cell(s.lengths_text)} | "
                      + " | ".join(three_figures(v) for v in (lat["p50"], lat["p90"], lat["p99"], s.init_ms)) + " | "
                      f"{_mb(s.peak_rss_mb)} | {size} | {_macs(s.macs_per_inference)} | {three_figures(s.gops_per_s)} | "
+                     f"{_weights(s.weight_bytes, s.weight_gb_per_s)} | "
                      f"{_cell(s.energy_text)} | {_share(s.other_cpu_share)} |")
-    return lines + ["", "init = read + verify + load + allocate for an artifact; build + load weights + first "
+    return lines + ["", "weights = the bytes the matrix ops read on every inference, whatever its length; GB/s = "
+                    "that traffic at the run's speed, which a CPU must stream from memory once the weights do not "
+                    f"fit its caches{_caches_text(summaries)}. Short requests do little arithmetic per weight byte, "
+                    "so there memory bandwidth, not GOP/s, can set the speed.",
+                    "init = read + verify + load + allocate for an artifact; build + load weights + first "
                     "(tracing) call for a TF baseline (importing TensorFlow and transformers is extra, see the "
                     "baseline table). "
                     "other CPU = the share of the machine's CPU that other processes used during the run.", ""]
@@ -351,6 +356,19 @@ def _lengths_section(summaries: list) -> list:
 
 def _macs(value: Optional[float]) -> str:
     return "—" if value is None else f"{value / 1e6:.1f} M"
+
+
+def _weights(weight_bytes: Optional[int], gb_per_s: Optional[float]) -> str:
+    if weight_bytes is None:
+        return "—"
+    return f"{weight_bytes / 1e6:.1f}" + (f" ({gb_per_s:.1f})" if gb_per_s is not None else "")
+
+
+def _caches_text(summaries: list) -> str:
+    """The caches of the CPUs the runs were on, e.g. " (AMD EPYC: L2 1 MB, L3 32 MB)"."""
+    texts = {f"{(s.host or {}).get('cpu_model') or 'unknown CPU'}: {describe_caches(s.host.get('cpu_caches'))}"
+             for s in summaries if s.host and describe_caches(s.host.get("cpu_caches"))}
+    return f" ({'; '.join(sorted(texts))})" if texts else ""
 
 
 def _share(value: Optional[float]) -> str:

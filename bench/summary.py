@@ -79,6 +79,8 @@ class RunSummary:
     lengths_text: str = "—"                # e.g. "own (mean 25.1 tokens)", "padded to 128"
     macs_per_inference: Optional[float] = None  # counted from the graph at the lengths it ran
     gops_per_s: Optional[float] = None
+    weight_bytes: Optional[int] = None  # read by the matrix ops on every inference
+    weight_gb_per_s: Optional[float] = None  # that traffic at the run's speed, if no cache holds the weights
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -144,6 +146,8 @@ def summarize(row: dict) -> RunSummary:
                                     if sequence["lengths"] == "own length" else sequence["lengths"])
         work = bench.get("work") or {}
         summary.macs_per_inference, summary.gops_per_s = work.get("macs_per_inference"), work.get("gops_per_s")
+        summary.weight_bytes, summary.weight_gb_per_s = (work.get("weight_bytes_per_inference"),
+                                                         work.get("weight_gb_per_s"))
     _energy(summary, result.get("energy"), row)
     return summary
 

@@ -47,6 +47,7 @@ def utc_now() -> str:
 
 
 def host_facts() -> dict:
+    emulation = emulation_facts()
     return {
         "cpu_model": _cpu_model(),
         "machine": platform.machine(),
@@ -58,8 +59,35 @@ def host_facts() -> dict:
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "cpu_features": cpu_features(_cpuinfo(), platform.machine()),
-        **emulation_facts(),
+        # an emulator shows the host's caches, not the emulated CPU's
+        "cpu_caches": None if emulation["emulated"] else cpu_caches(),
+        **emulation,
     }
+
+
+def describe_caches(caches: Optional[dict]) -> str:
+    """"L2 1 MB, L3 32 MB": the caches that can hold a model's weights ("" when unknown)."""
+    return ", ".join(f"{name} {size / 2 ** 20:g} MB" for name, size in sorted((caches or {}).items())
+                     if name != "L1d")
+
+
+def cpu_caches(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> Optional[dict]:
+    """CPU 0's data and unified caches in bytes, e.g. {"L1d": 49152, "L2": 1048576, "L3": 33554432}
+    (an L3 is shared by several cores); None where the kernel lists none."""
+    caches = {}
+    for index in sorted(root.glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        if kind == "Instruction" or not size:
+            continue
+        multiplier = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(size[-1], 1)
+        try:
+            caches[f"L{level}" + ("d" if kind == "Data" else "")] = int(size.rstrip("KMG")) * multiplier
+        except ValueError:
+            continue
+    return caches or None
 
 
 EMULATOR_ENV = "EDGE_SLM_EMULATOR"

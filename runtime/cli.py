@@ -16,7 +16,7 @@ import click
 from edge_slm.common.cli import (CONTEXT_SETTINGS, DEFAULT_IDLE_SECONDS, DEFAULT_WARMUP, check_loop_settings,
                                  check_meter_settings, loop_options, meter_options, output_options, run_click,
                                  warn)
-from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, describe_emulator, new_document
+from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, describe_caches, describe_emulator, new_document
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import write_json
 from edge_slm.common.progress import Progress
@@ -230,6 +230,11 @@ def _render_benchmark(doc: dict, random_weights) -> list:
     if work.get("macs_per_inference") is not None:
         lines.append(f"work       {work['macs_per_inference'] / 1e6:.1f} M multiply-accumulates per inference "
                      f"(mean), {work['gops_per_s']:.1f} GOP/s achieved")
+    if work.get("weight_bytes_per_inference") is not None:
+        sizes = describe_caches(doc["host"].get("cpu_caches"))
+        lines.append(f"weights    {work['weight_bytes_per_inference'] / 1e6:.1f} MB read per inference by the matrix "
+                     f"ops: {work['weight_gb_per_s']:.2f} GB/s from memory unless they stay in cache"
+                     + (f" ({sizes})" if sizes else ""))
     return lines
 
 

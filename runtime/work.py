@@ -7,6 +7,13 @@ DEPTHWISE_CONV_2D (output elements x kernel height x width). Element-wise ops, s
 and gathers are not MACs and are left out; so the figure is the matrix work, which dominates
 BERT-family models. 1 MAC = 2 operations (GOP/s).
 
+Weight bytes: the constant tensors those ops read (filters and biases, each tensor once, as stored in
+the artifact), which every inference reads whatever its length. Short requests do little work per
+weight byte, so once the weights do not fit the CPU's caches they are streamed from memory on every
+inference: the weight GB/s a run needed shows when a board is limited by memory bandwidth rather
+than by arithmetic. (A runtime may repack weights: XNNPACK adds per-channel sums and scales, and
+widens fp16 weights to fp32.)
+
 Shapes come from a second interpreter of the same file without the default delegate: XNNPACK
 takes over partitions of the graph and the interpreter no longer updates the shapes of the tensors
 inside them, so the delegated interpreter reports stale shapes after a resize. That interpreter is
@@ -41,17 +48,27 @@ def op_macs(op_name: str, input_shapes: list, output_shape: list) -> int:
     return 0
 
 
-class MacCounter:
-    """MACs per inference of one graph, per sequence length (cached)."""
+def tensor_bytes(details: dict, itemsize: Optional[int] = None) -> int:
+    return int(np.prod(details["shape"])) * (itemsize or np.dtype(details["dtype"]).itemsize)
 
-    def __init__(self, model_path, interpreter_class, input_roles: dict, dynamic: bool):
+
+class MacCounter:
+    """MACs per inference of one graph, per sequence length (cached), and the bytes of weights the
+    matrix ops read (the same at every length)."""
+
+    def __init__(self, model_path, interpreter_class, input_roles: dict, dynamic: bool,
+                 weight_itemsize: Optional[int] = None):
         self.model_path = str(model_path)
+        # bytes per weight value of the model that runs (None: as stored in this graph); a TF baseline
+        # counted on its artifact's graph holds the same weights in float32
+        self.weight_itemsize = weight_itemsize
         self.interpreter_class = interpreter_class
         self.input_roles = input_roles  # input tensor name -> role
         self.dynamic = dynamic
         self._interpreter = None
         self._cache: dict = {}
         self.unavailable: Optional[str] = None
+        self.weight_bytes: Optional[int] = None  # known after the first count
 
     def _open(self):
         module = sys.modules[self.interpreter_class.__module__]
@@ -84,14 +101,21 @@ class MacCounter:
             ids[...] = 1 if self.input_roles.get(d["name"]) != "token_type_ids" else 0
             interpreter.set_tensor(d["index"], ids)
         interpreter.invoke()
-        total = 0
-        for op in interpreter._get_ops_details():  # no public listing: see the module doc
+        ops = interpreter._get_ops_details()  # no public listing: see the module doc
+        # a constant is a tensor that no op writes and that is not a graph input
+        computed = {i for op in ops for i in op["outputs"]} | {d["index"] for d in inputs}
+        total, weights = 0, set()
+        for op in ops:
             if op["op_name"] not in COUNTED_OPS:
                 continue
             shapes = [list(interpreter._get_tensor_details(i, 0)["shape"]) if i >= 0 else None
                       for i in op["inputs"]]
             output = list(interpreter._get_tensor_details(op["outputs"][0], 0)["shape"])
             total += op_macs(op["op_name"], shapes, output)
+            weights.update(i for i in op["inputs"] if i >= 0 and i not in computed)
+        if self.weight_bytes is None:
+            self.weight_bytes = sum(tensor_bytes(interpreter._get_tensor_details(i, 0), self.weight_itemsize)
+                                    for i in weights)
         self._cache[length] = total
         return total
 
@@ -111,9 +135,14 @@ def work_summary(counter: MacCounter, run_lengths: Iterable, latencies_ms: Itera
                     "note": counter.unavailable or f"the graph does not run at {length} tokens"}
     total_macs = sum(per_length[n] for n in run_lengths)
     seconds = sum(latencies_ms) / 1e3
+    weight_bytes = counter.weight_bytes
     return {
         "macs_per_inference": total_macs / len(run_lengths) if run_lengths else None,
         "macs_by_length": {str(n): m for n, m in per_length.items()},
         "gops_per_s": 2 * total_macs / seconds / 1e9 if seconds > 0 else None,
+        "weight_bytes_per_inference": weight_bytes,
+        # the memory traffic the weights alone need when no cache holds them
+        "weight_gb_per_s": (weight_bytes * len(run_lengths) / seconds / 1e9
+                            if weight_bytes is not None and seconds > 0 else None),
         "counted_ops": list(COUNTED_OPS),
     }

@@ -11,7 +11,11 @@ fine-tuned MiniLM when one is given), converts fp32 and dynamic-int8 artifacts t
     (the converter's validation on all of dev, goal max |dlogit| <= 1e-4), against the fixed-128
     fp32 artifact (goal <= 1e-4; MobileBERT's padded and unpadded outputs differ: reported), and
     dynamic-int8 label agreement length-aware vs fixed-128 (goal >= 99.5 %);
-  - file sizes (goal: length-aware <= 1.05x fixed).
+  - file sizes (goal: length-aware <= 1.05x fixed);
+  - where the length-aware time goes (models with a latency goal): in one fresh process, alternating,
+    the dev texts in their own order against the same texts sorted by length (the difference is the
+    cost of changing length: re-planning the graph), and the length-aware graph at 25 tokens against
+    a graph traced at exactly 25 tokens (what a graph can do at that length on this host).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
 SEQ_LEN = 128
+TRACED_LEN = 25  # SST-2 dev's mean length: a graph traced at exactly it is the bar for the length-aware one
 GOALS = {"tinybert": 4.0, "distilbert": 4.0, "mobilebert": 3.0}
 SHORT_GOALS = {"tinybert": 6.0, "distilbert": 6.0}
 
@@ -74,6 +79,58 @@ def convert_all(name: str, source: str, work: Path, log) -> dict:
             paths[(kind, r.quant)] = Path(r.artifact_path)
             paths[(kind, r.quant, "validation")] = r.validation
     return paths
+
+
+def where_time_goes(dynamic: Path, traced: Path, rounds: int, threads: int) -> dict:
+    """Engine-level loops in a fresh process (see breakdown_main): per-length-change cost and the
+    length-aware graph against one traced at exactly TRACED_LEN tokens."""
+    proc = subprocess.run([sys.executable, __file__, "--breakdown", str(dynamic), str(traced), str(rounds), str(threads)],
+                          capture_output=True, text=True, timeout=3600, check=True)
+    return json.loads(proc.stdout)
+
+
+def breakdown_main(dynamic: str, traced: str, rounds: int, threads: int) -> dict:
+    from edge_slm.runtime.data import read_dataset
+    from edge_slm.runtime.engine import load_model
+
+    model, exact = load_model(dynamic, threads=threads), load_model(traced, threads=threads)
+    texts = read_dataset(str(DEV)).texts
+    tokens = [len(model.tokenizer.encode_ids(t, SEQ_LEN)) for t in texts]
+    in_order, by_length = texts, [t for _, t in sorted(zip(tokens, texts), key=lambda pair: pair[0])]
+
+    def ms_per_text(sequence) -> float:
+        start = time.perf_counter()
+        for text in sequence:
+            model.prepare(text)
+            model.run_prepared()
+        return (time.perf_counter() - start) / len(sequence) * 1e3
+
+    def steady_ms(m, runs=200) -> float:
+        m.prepare(at_traced_len)
+        m.run_prepared()
+        start = time.perf_counter()
+        for _ in range(runs):
+            m.run_prepared()
+        return (time.perf_counter() - start) / runs * 1e3
+
+    # a dev text of exactly TRACED_LEN tokens: both graphs then run the same tokens
+    at_traced_len = next(t for t, n in zip(texts, tokens) if n == TRACED_LEN)
+    ms_per_text(in_order[:50])
+    figures = {"in_order": [], "by_length": [], "length_aware_steady": [], "traced_steady": []}
+    for _ in range(rounds):
+        figures["in_order"].append(ms_per_text(in_order))
+        figures["by_length"].append(ms_per_text(by_length))
+        figures["length_aware_steady"].append(steady_ms(model))
+        figures["traced_steady"].append(steady_ms(exact))
+    median = {k: statistics.median(v) for k, v in figures.items()}
+    changes = {"in_order": sum(a != b for a, b in zip(tokens, tokens[1:])),
+               "by_length": len(set(tokens)) - 1}
+    per_change = (median["in_order"] - median["by_length"]) * len(texts) / (changes["in_order"] - changes["by_length"])
+    return {"rounds": rounds, "texts": len(texts), "length_changes": changes,
+            "ms_per_text_in_order": median["in_order"], "ms_per_text_by_length": median["by_length"],
+            "ms_per_length_change": per_change,
+            "traced_len": TRACED_LEN, "length_aware_ms_at_traced_len": median["length_aware_steady"],
+            "traced_graph_ms": median["traced_steady"], "all_rounds": figures}
 
 
 def logits_of(path: Path, texts: list):
@@ -166,10 +223,25 @@ def measure_model(name: str, source: str, work: Path, args, texts: list, intents
                 short["goal"] = f">= {SHORT_GOALS[name]}x"
                 short["met"] = short["median_ratio"] >= SHORT_GOALS[name]
             result["short_texts_latency"] = short
+        log(f"{name}: where the length-aware time goes")
+        from edge_slm.convert.api import convert
+
+        traced = convert(name, ["dynamic"], TRACED_LEN, work / name / f"traced{TRACED_LEN}", random_init=True,
+                         validate=False, fixed_length=True)[0].artifact_path
+        result["where_time_goes"] = where_time_goes(paths[("dynamic", "dynamic")], Path(traced), args.rounds,
+                                                    args.threads)
+        b = result["where_time_goes"]
+        log(f"  in order {b['ms_per_text_in_order']:.3f} ms, by length {b['ms_per_text_by_length']:.3f} ms per text: "
+            f"{b['ms_per_length_change']:.3f} ms per length change; at {TRACED_LEN} tokens "
+            f"{b['length_aware_ms_at_traced_len']:.3f} ms, traced at {TRACED_LEN} {b['traced_graph_ms']:.3f} ms")
     return result
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--breakdown"]:  # the fresh process of where_time_goes
+        dynamic, traced, rounds, threads = sys.argv[2:6]
+        print(json.dumps(breakdown_main(dynamic, traced, int(rounds), int(threads))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tinybert,distilbert,mobilebert")
     parser.add_argument("--minilm", help="fine-tuned MiniLM checkpoint: its dynamic-int8 label agreement")
@@ -189,6 +261,7 @@ def main() -> int:
 
     texts = read_dataset(str(DEV)).texts
     work = Path(tempfile.mkdtemp(prefix="edge-lengths-"))
+    log(f"artifacts in {work} (make bench-cache-pressure takes them from there)")
     intents = work / "intents.txt"
     intents.write_text("".join(t + "\n" for t in INTENT_TEXTS), encoding="utf-8")
     document = {"benchmark": "length-aware vs fixed-length artifacts", "created": utc_now(), "host": host_facts(),

@@ -449,3 +449,18 @@ def test_integer_against_fp32_is_measured_per_host(tmp_path):
     assert "## Integer against fp32 artifacts" in md
     assert ("- tinybert dynamic: 1.02x slower than fp32 at 2 threads (p50 16.7 vs 16.4 ms) "
             "(no int8 dot-product instructions on this CPU)") in md
+
+
+def test_weights_read_per_inference_are_shown_with_the_caches_of_the_cpu(tmp_path):
+    """Short requests are memory-bound once the weights outgrow the caches: the table shows the
+    bytes and the traffic they need, and the notes the caches of the CPU the runs were on."""
+    host = dict(HOST, cpu_caches={"L1d": 48 * 2 ** 10, "L2": 2 ** 20, "L3": 32 * 2 ** 20})
+    row = make_row("distilbert", host=host)
+    row["result"]["benchmark"]["work"] = {"macs_per_inference": 1.06e9, "gops_per_s": 400.0,
+                                          "weight_bytes_per_inference": 43_100_000, "weight_gb_per_s": 8.0}
+    results = tmp_path / "results.jsonl"
+    write_rows(results, [row, make_row("tinybert")])
+    md = write_report(results).markdown.read_text()
+    assert table_row(md, "distilbert dynamic, 2 thr").split(" | ")[13] == "43.1 (8.0)"
+    assert table_row(md, "tinybert dynamic, 2 thr").split(" | ")[13] == "—"  # not counted: no figure, never a guess
+    assert "(Test CPU: L2 1 MB, L3 32 MB)" in md

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import platform
 
-from edge_slm.common.documents import (EMULATOR_ENV, accuracy_withheld, cpu_features, describe_emulator, host_facts,
-                                       lacks_int8_dot_product)
+from edge_slm.common.documents import (EMULATOR_ENV, accuracy_withheld, cpu_caches, cpu_features, describe_caches,
+                                       describe_emulator, host_facts, lacks_int8_dot_product)
 
 EPYC_AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n"
 SAPPHIRE_RAPIDS = ("model name\t: Intel(R) Xeon(R) Platinum 8480+\n"
@@ -68,3 +68,22 @@ def test_the_emulated_device_wrapper_declares_its_emulator(monkeypatch):
     assert facts["emulator"] == {"name": "qemu-aarch64", "version": "10.0.2", "cpu": "cortex-a76",
                                  "evidence": [f"{EMULATOR_ENV}=qemu-aarch64 10.0.2 cortex-a76"]}
     assert describe_emulator(facts) == "qemu-aarch64 10.0.2, CPU cortex-a76"
+
+
+def test_cpu_caches_are_read_from_sysfs_without_instruction_caches(tmp_path):
+    for index, (level, kind, size) in enumerate([("1", "Data", "48K"), ("1", "Instruction", "32K"),
+                                                 ("2", "Unified", "1024K"), ("3", "Unified", "32768K")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(value + "\n")
+    caches = cpu_caches(tmp_path)
+    assert caches == {"L1d": 48 * 1024, "L2": 1024 ** 2, "L3": 32 * 1024 ** 2}
+    assert describe_caches(caches) == "L2 1 MB, L3 32 MB"
+    assert cpu_caches(tmp_path / "missing") is None and describe_caches(None) == ""
+
+
+def test_an_emulated_cpu_reports_no_caches(monkeypatch):
+    """QEMU user mode shows the host's /sys: those caches are not the emulated CPU's."""
+    monkeypatch.setenv(EMULATOR_ENV, "qemu-aarch64 10.0 cortex-a72")
+    assert host_facts()["cpu_caches"] is None

@@ -11,7 +11,7 @@ from tests.conftest import TINY_SEQ_LEN, error_line
 from edge_slm.runtime import cli
 from edge_slm.runtime.artifact import read_artifact, write_artifact
 from edge_slm.runtime.engine import load_model
-from edge_slm.runtime.work import op_macs
+from edge_slm.runtime.work import op_macs, work_summary
 
 SHORT, SHORT_TOO, LONGER = "a fine film", "a dull film", "a charming and often affecting journey ."
 
@@ -82,6 +82,25 @@ def test_macs_are_counted_from_the_graph_not_from_a_formula(tiny_fp32):
     for n in (2, 7, TINY_SEQ_LEN):
         per_layer = 4 * n * hidden * hidden + 2 * n * hidden * intermediate + 2 * n * n * hidden
         assert counter.macs(n) == layers * per_layer + hidden * hidden + hidden * labels, n
+
+
+def test_weight_bytes_are_the_stored_matrix_weights_whatever_the_length(tiny_fp32, tiny_dynamic):
+    """Every inference reads each weight of the matrix ops once, so the bytes do not grow with the
+    length; they are what the artifact stores: float32 in fp32, int8 in dynamic int8 (whose
+    converter leaves tensors under 1,024 values, here the 32 x 2 classifier, in float32)."""
+    hidden, intermediate, layers, labels = 32, 64, 2, 2
+    values = layers * (4 * hidden * hidden + 2 * hidden * intermediate) + hidden * hidden + hidden * labels
+    fp32, dynamic = load_model(tiny_fp32).mac_counter, load_model(tiny_dynamic).mac_counter
+    fp32.macs(TINY_SEQ_LEN)
+    dynamic.macs(3)
+    assert fp32.weight_bytes == 4 * values
+    assert dynamic.weight_bytes == values + 3 * hidden * labels
+    at_longest = load_model(tiny_dynamic).mac_counter
+    at_longest.macs(TINY_SEQ_LEN)
+    assert at_longest.weight_bytes == dynamic.weight_bytes
+    summary = work_summary(dynamic, [3, 3, 7, 3], [2.0, 2.0, 4.0, 2.0])
+    assert summary["weight_bytes_per_inference"] == dynamic.weight_bytes
+    assert summary["weight_gb_per_s"] == pytest.approx(4 * dynamic.weight_bytes / 0.010 / 1e9)
 
 
 def test_op_macs_of_each_counted_op():
