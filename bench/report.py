@@ -366,8 +366,8 @@ def _weights(weight_bytes: Optional[int], gb_per_s: Optional[float]) -> str:
 
 def _caches_text(summaries: list) -> str:
     """The caches of the CPUs the runs were on, e.g. " (AMD EPYC: L2 1 MB, L3 32 MB)"."""
-    texts = {f"{(s.host or {}).get('cpu_model') or 'unknown CPU'}: {describe_caches(s.host.get('cpu_caches'))}"
-             for s in summaries if s.host and describe_caches(s.host.get("cpu_caches"))}
+    hosts = [s.host for s in summaries if s.host and describe_caches(s.host.get("cpu_caches"))]
+    texts = {f"{host.get('cpu_model') or 'unknown CPU'}: {describe_caches(host['cpu_caches'])}" for host in hosts}
     return f" ({'; '.join(sorted(texts))})" if texts else ""
 
 

@@ -48,6 +48,18 @@ def op_macs(op_name: str, input_shapes: list, output_shape: list) -> int:
     return 0
 
 
+def stored_weight(tensor: int, producers: dict, graph_inputs: set) -> Optional[int]:
+    """The stored constant behind an op's input, or None for an activation. A constant is a tensor
+    that no op writes and that is not a graph input; fp16 graphs store the weights in float16 and
+    widen them with a DEQUANTIZE op, whose input is then the stored weight."""
+    producer = producers.get(tensor)
+    if producer is None:
+        return None if tensor in graph_inputs else tensor
+    if producer["op_name"] == "DEQUANTIZE" and producer["inputs"][0] not in producers:
+        return producer["inputs"][0]
+    return None
+
+
 def tensor_bytes(details: dict, itemsize: Optional[int] = None) -> int:
     return int(np.prod(details["shape"])) * (itemsize or np.dtype(details["dtype"]).itemsize)
 
@@ -102,8 +114,8 @@ class MacCounter:
             interpreter.set_tensor(d["index"], ids)
         interpreter.invoke()
         ops = interpreter._get_ops_details()  # no public listing: see the module doc
-        # a constant is a tensor that no op writes and that is not a graph input
-        computed = {i for op in ops for i in op["outputs"]} | {d["index"] for d in inputs}
+        producers = {i: op for op in ops for i in op["outputs"]}
+        graph_inputs = {d["index"] for d in inputs}
         total, weights = 0, set()
         for op in ops:
             if op["op_name"] not in COUNTED_OPS:
@@ -112,7 +124,8 @@ class MacCounter:
                       for i in op["inputs"]]
             output = list(interpreter._get_tensor_details(op["outputs"][0], 0)["shape"])
             total += op_macs(op["op_name"], shapes, output)
-            weights.update(i for i in op["inputs"] if i >= 0 and i not in computed)
+            weights.update(stored_weight(i, producers, graph_inputs) for i in op["inputs"] if i >= 0)
+        weights.discard(None)
         if self.weight_bytes is None:
             self.weight_bytes = sum(tensor_bytes(interpreter._get_tensor_details(i, 0), self.weight_itemsize)
                                     for i in weights)

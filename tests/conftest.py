@@ -72,7 +72,7 @@ def tiny_artifacts(tmp_path_factory, minilm_dir):
 
     out = tmp_path_factory.mktemp("tiny")
     checkpoint = write_tiny_checkpoint(out / "tiny-bert", minilm_dir, model_type="bert")
-    results = convert(str(checkpoint), quant_modes=["fp32", "dynamic"], seq_len=TINY_SEQ_LEN,
+    results = convert(str(checkpoint), quant_modes=["fp32", "fp16", "dynamic"], seq_len=TINY_SEQ_LEN,
                       out_dir=str(out), random_init=True, validate=False)
     fixed = convert(str(checkpoint), quant_modes=["fp32"], seq_len=TINY_SEQ_LEN, out_dir=str(out / "fixed"),
                     random_init=True, validate=False, fixed_length=True)
@@ -107,6 +107,11 @@ def tiny_fp32(tiny_artifacts) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dynamic(tiny_artifacts) -> Path:
     return tiny_artifacts["dynamic"]
+
+
+@pytest.fixture(scope="session")
+def tiny_fp16(tiny_artifacts) -> Path:
+    return tiny_artifacts["fp16"]
 
 
 @pytest.fixture(scope="session")

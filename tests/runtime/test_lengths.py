@@ -84,16 +84,19 @@ def test_macs_are_counted_from_the_graph_not_from_a_formula(tiny_fp32):
         assert counter.macs(n) == layers * per_layer + hidden * hidden + hidden * labels, n
 
 
-def test_weight_bytes_are_the_stored_matrix_weights_whatever_the_length(tiny_fp32, tiny_dynamic):
+def test_weight_bytes_are_the_stored_matrix_weights_whatever_the_length(tiny_fp32, tiny_fp16, tiny_dynamic):
     """Every inference reads each weight of the matrix ops once, so the bytes do not grow with the
-    length; they are what the artifact stores: float32 in fp32, int8 in dynamic int8 (whose
-    converter leaves tensors under 1,024 values, here the 32 x 2 classifier, in float32)."""
+    length; they are what the artifact stores: float32 in fp32, float16 behind a DEQUANTIZE in fp16,
+    int8 in dynamic int8 (whose converter leaves tensors under 1,024 values, here the 32 x 2
+    classifier, in float32)."""
     hidden, intermediate, layers, labels = 32, 64, 2, 2
     values = layers * (4 * hidden * hidden + 2 * hidden * intermediate) + hidden * hidden + hidden * labels
-    fp32, dynamic = load_model(tiny_fp32).mac_counter, load_model(tiny_dynamic).mac_counter
+    fp32, fp16, dynamic = (load_model(path).mac_counter for path in (tiny_fp32, tiny_fp16, tiny_dynamic))
     fp32.macs(TINY_SEQ_LEN)
+    fp16.macs(TINY_SEQ_LEN)
     dynamic.macs(3)
     assert fp32.weight_bytes == 4 * values
+    assert fp16.weight_bytes == 2 * values
     assert dynamic.weight_bytes == values + 3 * hidden * labels
     at_longest = load_model(tiny_dynamic).mac_counter
     at_longest.macs(TINY_SEQ_LEN)
