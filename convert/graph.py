@@ -110,7 +110,7 @@ def trace(model, spec: ArchitectureSpec, seq_len: int, dynamic: bool = True) -> 
         return {"logits": model(dict(zip(spec.inputs, inputs)), training=False).logits}
 
     tracing = tf.function(serve, input_signature=signature, autograph=False)
-    with dense_with_constant_reshapes(tf) if dynamic else contextlib.nullcontext():
+    with dense_as_batched_matmul(tf) if dynamic else contextlib.nullcontext():
         concrete = tracing.get_concrete_function()
     frozen_function, graph_def = convert_variables_to_constants_v2_as_graph(concrete, lower_control_flow=False)
     inputs = [t for t in frozen_function.inputs if t.dtype != tf.resource]
@@ -118,15 +118,17 @@ def trace(model, spec: ArchitectureSpec, seq_len: int, dynamic: bool = True) -> 
 
 
 @contextlib.contextmanager
-def dense_with_constant_reshapes(tf):
-    """While tracing a length-aware graph, run Keras Dense on [1, L, H] as reshape -> matmul ->
-    reshape with constant targets (-1 for the one unknown length).
+def dense_as_batched_matmul(tf):
+    """While tracing a length-aware graph, run Keras Dense on [1, L, H] as one matmul on the rank-3
+    input, which TF's converter writes as a FULLY_CONNECTED that keeps [1, L, N] (as at a fixed length).
 
     Keras Dense calls tf.tensordot on rank-3 inputs, which with an unknown L computes its reshape
     targets at run time (SHAPE, GATHER, REDUCE_PROD, PACK, CONCATENATION per dense layer). XNNPACK
     cannot take those ops, so its graph fell apart around them: MobileBERT ran 3,446 ops in 436
-    delegate partitions (860 ops in 2 at a fixed length), a fixed ~2 ms per request that ate most of
-    the gain from short inputs; with this, 1,159 ops in 3. Same arithmetic, same weights.
+    delegate partitions (860 ops in 2 at a fixed length). Flattening to [L, H] with constant reshape
+    targets took that to 1,159 ops in 3, but left 290 reshapes around the dense layers that XNNPACK
+    re-plans on every length change; with this, 872 ops, the fixed graph's plus the position ids'
+    range and the partition ends. Same arithmetic, same weights.
     (Making every computed reshape target constant, e.g. the attention masks', broke TF's int8
     calibrator on length-aware graphs: tensor shapes stuck at the first sample's length.)"""
     modules = [tf, tf.compat.v2]  # tf_keras calls it through tensorflow.compat.v2
@@ -136,9 +138,8 @@ def dense_with_constant_reshapes(tf):
     def tensordot(a, b, axes, name=None):
         dims = a.shape.as_list() if getattr(a, "shape", None) is not None and a.shape.rank is not None else None
         if (dims and len(dims) >= 3 and axes in (1, [[len(dims) - 1], [0]]) and b.shape.rank == 2
-                and dims[-1] is not None and b.shape[-1] is not None and dims[:-1].count(None) <= 1):
-            flat = tf.matmul(tf.reshape(a, [-1, dims[-1]]), b)
-            return tf.reshape(flat, [-1 if d is None else d for d in dims[:-1]] + [int(b.shape[-1])], name=name)
+                and dims[-1] is not None and b.shape[-1] is not None):
+            return tf.matmul(a, b, name=name)
         return original(a, b, axes, name=name)
 
     for module in modules:
@@ -401,8 +402,8 @@ def split_delegate_partitions(graph: bytes, ops_per_partition: Optional[int] = N
     for the inference itself at 25 tokens, and SST-2 dev in order changes length on 842 of 872 texts.
     XNNPACK does not take TILE, so each copy ends a partition; it costs one copy of the hidden states
     (25 x 512 floats at 25 tokens). The layers per partition follow from the largest layer's op count:
-    MobileBERT gets a copy every 4 layers (6 partitions of the encoder), DistilBERT and a 6-layer MiniLM
-    one, TinyBERT's 4 layers none. Only float hidden states are copied. Same arithmetic: the logits
+    MobileBERT (36 ops per layer) gets a copy every 5 layers (4 copies), DistilBERT and a 6-layer
+    MiniLM one, TinyBERT's 4 layers none. Only float hidden states are copied. Same arithmetic: the logits
     are bit-identical. Fixed-length graphs never re-plan and are not split.
     """
     from tensorflow.lite.python import schema_py_generated as schema  # deferred: TensorFlow loads only when converting

@@ -71,12 +71,16 @@ SHAPE_ARITHMETIC = ("SHAPE", "GATHER", "STRIDED_SLICE", "REDUCE_PROD", "PACK", "
 def test_length_aware_dense_layers_compute_no_shapes_at_run_time(both_kinds):
     """Keras Dense on [1, L, H] traces to tf.tensordot, whose reshape targets an unknown L makes run-time
     SHAPE/GATHER/REDUCE_PROD/PACK ops that XNNPACK cannot take (MobileBERT fell into 436 delegate
-    partitions). The length-aware graph has the fixed one's dense layers and no such arithmetic."""
+    partitions). The length-aware graph has the fixed one's dense layers, on [1, L, H] as there, and
+    no such arithmetic."""
     for quant in ("fp32", "dynamic", "int8"):
         ops = {kind: both_kinds[kind][quant] for kind in ("dynamic", "fixed")}
         counts = {kind: json.loads(Path(r.report_path).read_text())["graph"]["op_counts"] for kind, r in ops.items()}
         assert counts["dynamic"].get("REDUCE_PROD", 0) == 0, (quant, counts["dynamic"])
         assert counts["dynamic"]["FULLY_CONNECTED"] == counts["fixed"]["FULLY_CONNECTED"], quant
+        # Nor reshapes around them: a flattened [L, H] dense layer brought two each, which XNNPACK re-plans
+        # at every length change (MobileBERT 1,159 ops against 872 now).
+        assert counts["dynamic"]["RESHAPE"] - counts["fixed"]["RESHAPE"] <= 1, (quant, counts)
         # What stays is per graph, not per dense layer (14 here): the position ids' range, the mask's reshape.
         extra = {op: counts["dynamic"].get(op, 0) - counts["fixed"].get(op, 0) for op in SHAPE_ARITHMETIC}
         assert sum(extra.values()) <= 6, (quant, extra)
