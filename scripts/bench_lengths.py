@@ -14,8 +14,10 @@ fine-tuned MiniLM when one is given), converts fp32 and dynamic-int8 artifacts t
   - file sizes (goal: length-aware <= 1.05x fixed);
   - where the length-aware time goes (models with a latency goal): in one fresh process, alternating,
     the dev texts in their own order against the same texts sorted by length (the difference is the
-    cost of changing length: re-planning the graph), and the length-aware graph at 25 tokens against
-    a graph traced at exactly 25 tokens (what a graph can do at that length on this host).
+    cost of changing length: re-planning the graph), and the length-aware graph at 25 and 12 tokens
+    (the dev texts' and the intent texts' mean) against graphs traced at exactly those lengths and
+    the fixed-128 graph: fixed-128 over traced is the most that any graph at that length gains on
+    this host in this run, the ceiling of the latency bars.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
 SEQ_LEN = 128
-TRACED_LEN = 25  # SST-2 dev's mean length: a graph traced at exactly it is the bar for the length-aware one
+# SST-2 dev's mean length and the intent texts': graphs traced at exactly these are what any graph
+# can do at that length, the ceiling for the length-aware one
+TRACED_LENS = (25, 12)
 GOALS = {"tinybert": 4.0, "distilbert": 4.0, "mobilebert": 3.0}
 SHORT_GOALS = {"tinybert": 6.0, "distilbert": 6.0}
 
@@ -81,19 +85,21 @@ def convert_all(name: str, source: str, work: Path, log) -> dict:
     return paths
 
 
-def where_time_goes(dynamic: Path, traced: Path, rounds: int, threads: int) -> dict:
-    """Engine-level loops in a fresh process (see breakdown_main): per-length-change cost and the
-    length-aware graph against one traced at exactly TRACED_LEN tokens."""
-    proc = subprocess.run([sys.executable, __file__, "--breakdown", str(dynamic), str(traced), str(rounds), str(threads)],
-                          capture_output=True, text=True, timeout=3600, check=True)
+def where_time_goes(dynamic: Path, fixed: Path, traced: list, rounds: int, threads: int) -> dict:
+    """Engine-level loops in a fresh process (see breakdown_main): per-length-change cost, and the
+    length-aware graph against graphs traced at exactly TRACED_LENS tokens and the fixed-128 one."""
+    proc = subprocess.run([sys.executable, __file__, "--breakdown", json.dumps(
+        {"dynamic": str(dynamic), "fixed": str(fixed), "traced": [str(p) for p in traced], "rounds": rounds,
+         "threads": threads})], capture_output=True, text=True, timeout=3600, check=True)
     return json.loads(proc.stdout)
 
 
-def breakdown_main(dynamic: str, traced: str, rounds: int, threads: int) -> dict:
+def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads: int) -> dict:
     from edge_slm.runtime.data import read_dataset
     from edge_slm.runtime.engine import load_model
 
-    model, exact = load_model(dynamic, threads=threads), load_model(traced, threads=threads)
+    model, fixed_model = load_model(dynamic, threads=threads), load_model(fixed, threads=threads)
+    exact = [load_model(path, threads=threads) for path in traced]
     texts = read_dataset(str(DEV)).texts
     tokens = [len(model.tokenizer.encode_ids(t, SEQ_LEN)) for t in texts]
     in_order, by_length = texts, [t for _, t in sorted(zip(tokens, texts), key=lambda pair: pair[0])]
@@ -105,32 +111,40 @@ def breakdown_main(dynamic: str, traced: str, rounds: int, threads: int) -> dict
             model.run_prepared()
         return (time.perf_counter() - start) / len(sequence) * 1e3
 
-    def steady_ms(m, runs=200) -> float:
-        m.prepare(at_traced_len)
+    def steady_ms(m, text, runs=200) -> float:
+        m.prepare(text)
         m.run_prepared()
         start = time.perf_counter()
         for _ in range(runs):
             m.run_prepared()
         return (time.perf_counter() - start) / runs * 1e3
 
-    # a dev text of exactly TRACED_LEN tokens: both graphs then run the same tokens
-    at_traced_len = next(t for t, n in zip(texts, tokens) if n == TRACED_LEN)
+    # a dev text of exactly each traced length: the graphs then run the same tokens (fixed-128 padded)
+    at_len = {n: next(t for t, count in zip(texts, tokens) if count == n) for n in TRACED_LENS}
     ms_per_text(in_order[:50])
-    figures = {"in_order": [], "by_length": [], "length_aware_steady": [], "traced_steady": []}
+    figures = {"in_order": [], "by_length": [], "fixed_steady": []}
+    figures.update({f"{kind}_steady_{n}": [] for n in TRACED_LENS for kind in ("length_aware", "traced")})
     for _ in range(rounds):
         figures["in_order"].append(ms_per_text(in_order))
         figures["by_length"].append(ms_per_text(by_length))
-        figures["length_aware_steady"].append(steady_ms(model))
-        figures["traced_steady"].append(steady_ms(exact))
+        figures["fixed_steady"].append(steady_ms(fixed_model, at_len[TRACED_LENS[0]]))
+        for n, graph in zip(TRACED_LENS, exact):
+            figures[f"length_aware_steady_{n}"].append(steady_ms(model, at_len[n]))
+            figures[f"traced_steady_{n}"].append(steady_ms(graph, at_len[n]))
     median = {k: statistics.median(v) for k, v in figures.items()}
     changes = {"in_order": sum(a != b for a, b in zip(tokens, tokens[1:])),
                "by_length": len(set(tokens)) - 1}
     per_change = (median["in_order"] - median["by_length"]) * len(texts) / (changes["in_order"] - changes["by_length"])
     return {"rounds": rounds, "texts": len(texts), "length_changes": changes,
             "ms_per_text_in_order": median["in_order"], "ms_per_text_by_length": median["by_length"],
-            "ms_per_length_change": per_change,
-            "traced_len": TRACED_LEN, "length_aware_ms_at_traced_len": median["length_aware_steady"],
-            "traced_graph_ms": median["traced_steady"], "all_rounds": figures}
+            "ms_per_length_change": per_change, "fixed_graph_ms": median["fixed_steady"],
+            "at_lengths": {n: {"length_aware_ms": median[f"length_aware_steady_{n}"],
+                               "traced_graph_ms": median[f"traced_steady_{n}"],
+                               # no graph at n tokens gains more than this over fixed-128 here, in this run
+                               "ceiling_ratio": median["fixed_steady"] / median[f"traced_steady_{n}"],
+                               "length_aware_ratio": median["fixed_steady"] / median[f"length_aware_steady_{n}"]}
+                           for n in TRACED_LENS},
+            "all_rounds": figures}
 
 
 def logits_of(path: Path, texts: list):
@@ -226,21 +240,22 @@ def measure_model(name: str, source: str, work: Path, args, texts: list, intents
         log(f"{name}: where the length-aware time goes")
         from edge_slm.convert.api import convert
 
-        traced = convert(name, ["dynamic"], TRACED_LEN, work / name / f"traced{TRACED_LEN}", random_init=True,
-                         validate=False, fixed_length=True)[0].artifact_path
-        result["where_time_goes"] = where_time_goes(paths[("dynamic", "dynamic")], Path(traced), args.rounds,
-                                                    args.threads)
+        traced = [Path(convert(name, ["dynamic"], n, work / name / f"traced{n}", random_init=True, validate=False,
+                               fixed_length=True)[0].artifact_path) for n in TRACED_LENS]
+        result["where_time_goes"] = where_time_goes(paths[("dynamic", "dynamic")], paths[("fixed", "dynamic")],
+                                                    traced, args.rounds, args.threads)
         b = result["where_time_goes"]
         log(f"  in order {b['ms_per_text_in_order']:.3f} ms, by length {b['ms_per_text_by_length']:.3f} ms per text: "
-            f"{b['ms_per_length_change']:.3f} ms per length change; at {TRACED_LEN} tokens "
-            f"{b['length_aware_ms_at_traced_len']:.3f} ms, traced at {TRACED_LEN} {b['traced_graph_ms']:.3f} ms")
+            f"{b['ms_per_length_change']:.3f} ms per length change; fixed-128 {b['fixed_graph_ms']:.3f} ms")
+        for n, at in b["at_lengths"].items():
+            log(f"  at {n} tokens: length-aware {at['length_aware_ms']:.3f} ms ({at['length_aware_ratio']:.2f}x), "
+                f"traced at {n} {at['traced_graph_ms']:.3f} ms (ceiling {at['ceiling_ratio']:.2f}x)")
     return result
 
 
 def main() -> int:
     if sys.argv[1:2] == ["--breakdown"]:  # the fresh process of where_time_goes
-        dynamic, traced, rounds, threads = sys.argv[2:6]
-        print(json.dumps(breakdown_main(dynamic, traced, int(rounds), int(threads))))
+        print(json.dumps(breakdown_main(**json.loads(sys.argv[2]))))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tinybert,distilbert,mobilebert")
@@ -288,6 +303,9 @@ def main() -> int:
                      f"p50 {dev['median_p50_ratio']:.2f}x")
         if r.get("short_texts_latency"):
             line += f"; short {r['short_texts_latency']['median_ratio']:.2f}x"
+        if r.get("where_time_goes"):
+            line += "; ceiling " + ", ".join(f"{at['ceiling_ratio']:.2f}x at {n}"
+                                            for n, at in r["where_time_goes"]["at_lengths"].items())
         print(line)
     print(f"written to {out}")
     return 0
