@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,18 @@ class ChildLines:
             self.process.wait(timeout=30)
             pytest.fail(f"child {self.process.args!r} wrote nothing for {timeout:.0f} s: killed")
         return "" if line is None else line
+
+
+def wait_for(predicate, timeout_s: float = 300.0, what: str = "condition"):
+    """Poll `predicate` until it is truthy and return its value; fail after `timeout_s` s. For waits
+    on other processes' progress, which a loaded machine delays but must not break."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stop_child(process: subprocess.Popen, timeout: float = 30.0) -> int:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from edge_slm.bench.store import read_rows
 from edge_slm.bench.transport import SshTransport
 from edge_slm.common.errors import EdgeError
 
-from ..conftest import error_line
+from ..conftest import error_line, wait_for
 
 FAST = ["--runs", "5", "--warmup", "1", "--threads", "1"]
 
@@ -51,16 +50,6 @@ def processes_of(home: Path, needle: str = "edge_slm") -> list:
         if marker in environ.split(b"\0") and needle in cmdline:
             found.append(int(entry.name))
     return found
-
-
-def wait_for(predicate, timeout_s=300.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def session_sshd(pid: int) -> int:

@@ -30,7 +30,7 @@ from edge_slm.power.rdtech_um import UM_MODELS, encode_record
 from edge_slm.power.sampler import Sampler
 from edge_slm.power.session import measure_workload
 from edge_slm.power.traces import ConstantTrace, LevelTrace
-from tests.conftest import ChildLines, stop_child
+from tests.conftest import ChildLines, stop_child, wait_for
 from tests.power.conftest import csv_rows, virtual_port, virtual_sampler
 
 IDLE_W, ACTIVE_W = 2.0, 3.5
@@ -269,7 +269,7 @@ def test_a_meter_on_an_unregistered_port_is_never_labelled_emulated(tmp_path):
     threading.Thread(target=answer_polls, daemon=True).start()
     try:
         sampler = Sampler("um25c", os.ttyname(slave), csv_path=str(tmp_path / "s.csv")).start()
-        time.sleep(0.3)
+        wait_for(lambda: sampler.samples, 60, "a sample from the stand-in meter")
         summary = sampler.stop()
     finally:
         stop.set()
@@ -293,7 +293,10 @@ def test_emulate_end_to_end_on_a_real_pty(tmp_path):
     try:
         port = ChildLines(emulator_process, emulator_process.stdout).next(timeout=60).strip()
         sampler = Sampler("um25c", port.removeprefix("port: "), csv_path=str(tmp_path / "s.csv")).start()
-        time.sleep(4.5)
+        # however slow the machine: through the unplug, the port back, and a sample read after it
+        wait_for(lambda: sampler.reconnects, 60, "the sampler to reopen the port after the unplug")
+        read_before = len(sampler.samples)
+        wait_for(lambda: len(sampler.samples) > read_before, 60, "a sample after the reconnect")
         summary = sampler.stop()
     finally:
         emulator_code = stop_child(emulator_process)
