@@ -5,7 +5,7 @@ TFLITE_VENV ?= .venv-tflite-runtime
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: install test device-arm64 device-arm64-matrix models bench bench-lengths bench-cache-pressure bench-convert bench-train bench-power bench-devices demo study clean
+.PHONY: install test device-arm64 device-arm64-matrix models bench bench-lengths bench-lengths-avx2 bench-cache-pressure bench-convert bench-train bench-power bench-devices demo study clean
 
 install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 
@@ -59,6 +59,11 @@ bench: install
 bench-lengths: install
 	$(PY) scripts/bench_lengths.py $(if $(wildcard $(FINE_TUNED_MINILM)/config.json),--minilm $(FINE_TUNED_MINILM)) \
 	  --out bench-results/lengths.json
+
+# The same with XNNPACK restricted to its AVX2 kernels (scripts/xnnpack_isa.py): the artifacts on an
+# AVX2-only host's int8 engine, on this host's caches and memory (labelled so); 3 rounds, ~30 min.
+bench-lengths-avx2: install
+	$(PY) scripts/bench_lengths.py --xnnpack-kernels avx2 --rounds 3 --out bench-results/lengths_avx2.json
 
 # the artifacts of the newest bench-lengths run (its work directory); ARTIFACTS=DIR to choose one
 bench-cache-pressure: install

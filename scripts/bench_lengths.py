@@ -18,6 +18,9 @@ fine-tuned MiniLM when one is given), converts fp32 and dynamic-int8 artifacts t
     (the dev texts' and the intent texts' mean) against graphs traced at exactly those lengths and
     the fixed-128 graph: fixed-128 over traced is the most that any graph at that length gains on
     this host in this run, the ceiling of the latency bars.
+With --xnnpack-kernels avx2 (make bench-lengths-avx2) every timed process runs XNNPACK restricted to
+its AVX2 kernels (scripts/xnnpack_isa.py): the artifacts on the int8 engine of an AVX2-only host, where
+dynamic int8 runs at about fp32 speed, measured on this host's caches and memory and labelled so.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ SEQ_LEN = 128
 TRACED_LENS = (25, 12)
 GOALS = {"tinybert": 4.0, "distilbert": 4.0, "mobilebert": 3.0}
 SHORT_GOALS = {"tinybert": 6.0, "distilbert": 6.0}
+HOST_KERNELS = "host"
+KERNEL_LABELS = {
+    HOST_KERNELS: "XNNPACK with every kernel this CPU runs",
+    "avx2": "XNNPACK restricted to its AVX2 kernels on this CPU (scripts/xnnpack_isa.py): the engine class "
+            "of an AVX2-only host, on this host's caches and memory; not an AVX2-only host's figures",
+}
 
 # Intent-style requests (assistant commands), written for this benchmark: ~12 tokens each.
 INTENT_TEXTS = (
@@ -85,16 +94,21 @@ def convert_all(name: str, source: str, work: Path, log) -> dict:
     return paths
 
 
-def where_time_goes(dynamic: Path, fixed: Path, traced: list, rounds: int, threads: int) -> dict:
+def where_time_goes(dynamic: Path, fixed: Path, traced: list, rounds: int, threads: int, kernels: str) -> dict:
     """Engine-level loops in a fresh process (see breakdown_main): per-length-change cost, and the
     length-aware graph against graphs traced at exactly TRACED_LENS tokens and the fixed-128 one."""
     proc = subprocess.run([sys.executable, __file__, "--breakdown", json.dumps(
         {"dynamic": str(dynamic), "fixed": str(fixed), "traced": [str(p) for p in traced], "rounds": rounds,
-         "threads": threads})], capture_output=True, text=True, timeout=3600, check=True)
+         "threads": threads, "kernels": kernels})], capture_output=True, text=True, timeout=3600, check=True)
     return json.loads(proc.stdout)
 
 
-def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads: int) -> dict:
+def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads: int, kernels: str) -> dict:
+    arch_flags = None
+    if kernels != HOST_KERNELS:  # before any interpreter: XNNPACK picks its kernels once
+        from xnnpack_isa import restrict
+
+        arch_flags = [f"{flags:#x}" for flags in restrict(kernels)]
     from edge_slm.runtime.data import read_dataset
     from edge_slm.runtime.engine import load_model
 
@@ -135,7 +149,8 @@ def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads:
     changes = {"in_order": sum(a != b for a, b in zip(tokens, tokens[1:])),
                "by_length": len(set(tokens)) - 1}
     per_change = (median["in_order"] - median["by_length"]) * len(texts) / (changes["in_order"] - changes["by_length"])
-    return {"rounds": rounds, "texts": len(texts), "length_changes": changes,
+    return {"rounds": rounds, "texts": len(texts), "xnnpack_arch_flags_before_after": arch_flags,
+            "length_changes": changes,
             "ms_per_text_in_order": median["in_order"], "ms_per_text_by_length": median["by_length"],
             "ms_per_length_change": per_change, "fixed_graph_ms": median["fixed_steady"],
             "at_lengths": {n: {"length_aware_ms": median[f"length_aware_steady_{n}"],
@@ -153,21 +168,23 @@ def logits_of(path: Path, texts: list):
     return load_model(path, threads=1).logits(texts)
 
 
-def edge_run(path: Path, data: Path, threads: int, extra=()) -> dict:
-    edge = [sys.executable, "-m", "edge_slm.runtime.cli"]
+def edge_run(path: Path, data: Path, threads: int, extra=(), kernels: str = "host") -> dict:
+    restricted = [] if kernels == HOST_KERNELS else [str(REPO / "scripts" / "xnnpack_isa.py"), kernels]
+    edge = [sys.executable, *restricted, "-m", "edge_slm.runtime.cli"]
     proc = subprocess.run(edge + ["--model", str(path), "--input", str(data), "--threads", str(threads), "--json",
                                   "-q", *extra], capture_output=True, text=True, timeout=3600, check=True)
     return json.loads(proc.stdout)
 
 
-def latency_rounds(dynamic: Path, fixed: Path, data: Path, threads: int, rounds: int, extra, read, log) -> dict:
+def latency_rounds(dynamic: Path, fixed: Path, data: Path, threads: int, rounds: int, extra, read, log,
+                   kernels: str) -> dict:
     """Alternating fresh processes (which goes first alternates too); per-round ratio fixed / dynamic."""
     per_round = []
     for number in range(rounds):
         order = [("dynamic", dynamic), ("fixed", fixed)]
         if number % 2:
             order.reverse()
-        figures = {kind: read(edge_run(path, data, threads, extra)) for kind, path in order}
+        figures = {kind: read(edge_run(path, data, threads, extra, kernels)) for kind, path in order}
         figures["ratio"] = figures["fixed"]["mean_ms"] / figures["dynamic"]["mean_ms"]
         figures["p50_ratio"] = figures["fixed"]["p50_ms"] / figures["dynamic"]["p50_ms"]
         if "cpu_mean_ms" in figures["fixed"]:  # load-independent: CPU time of the (single) inference thread
@@ -225,14 +242,15 @@ def measure_model(name: str, source: str, work: Path, args, texts: list, intents
     if name in GOALS:
         log(f"{name}: dev latency, {args.rounds} alternating rounds")
         dev = latency_rounds(paths[("dynamic", "dynamic")], paths[("fixed", "dynamic")], DEV, args.threads,
-                             args.rounds, (), from_predictions, log)
+                             args.rounds, (), from_predictions, log, args.xnnpack_kernels)
         dev["goal"] = f">= {GOALS[name]}x"
         dev["met"] = dev["median_ratio"] >= GOALS[name]
         result["dev_latency"] = dev
         if not args.skip_short:
             log(f"{name}: short intent-style texts")
             short = latency_rounds(paths[("dynamic", "dynamic")], paths[("fixed", "dynamic")], intents, args.threads,
-                                   args.rounds, ("--bench", "--runs", str(args.short_runs)), from_benchmark, log)
+                                   args.rounds, ("--bench", "--runs", str(args.short_runs)), from_benchmark, log,
+                                   args.xnnpack_kernels)
             if name in SHORT_GOALS:
                 short["goal"] = f">= {SHORT_GOALS[name]}x"
                 short["met"] = short["median_ratio"] >= SHORT_GOALS[name]
@@ -243,7 +261,7 @@ def measure_model(name: str, source: str, work: Path, args, texts: list, intents
         traced = [Path(convert(name, ["dynamic"], n, work / name / f"traced{n}", random_init=True, validate=False,
                                fixed_length=True)[0].artifact_path) for n in TRACED_LENS]
         result["where_time_goes"] = where_time_goes(paths[("dynamic", "dynamic")], paths[("fixed", "dynamic")],
-                                                    traced, args.rounds, args.threads)
+                                                    traced, args.rounds, args.threads, args.xnnpack_kernels)
         b = result["where_time_goes"]
         log(f"  in order {b['ms_per_text_in_order']:.3f} ms, by length {b['ms_per_text_by_length']:.3f} ms per text: "
             f"{b['ms_per_length_change']:.3f} ms per length change; fixed-128 {b['fixed_graph_ms']:.3f} ms")
@@ -265,6 +283,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--short-runs", type=int, default=400)
     parser.add_argument("--skip-short", action="store_true")
+    parser.add_argument("--xnnpack-kernels", default=HOST_KERNELS, choices=(HOST_KERNELS, "avx2"),
+                        help="time with XNNPACK restricted to an older kernel set (scripts/xnnpack_isa.py); "
+                             "answers are still computed with the host's kernels")
     args = parser.parse_args()
 
     from edge_slm.common.documents import host_facts, utc_now
@@ -281,7 +302,8 @@ def main() -> int:
     intents.write_text("".join(t + "\n" for t in INTENT_TEXTS), encoding="utf-8")
     document = {"benchmark": "length-aware vs fixed-length artifacts", "created": utc_now(), "host": host_facts(),
                 "settings": {"threads": args.threads, "rounds": args.rounds, "seq_len": SEQ_LEN, "data": str(DEV),
-                             "short_texts": len(INTENT_TEXTS), "short_runs": args.short_runs},
+                             "short_texts": len(INTENT_TEXTS), "short_runs": args.short_runs,
+                             "xnnpack_kernels": KERNEL_LABELS[args.xnnpack_kernels]},
                 "models": {}}
     out = Path(args.out)
     sources = [(name, name) for name in args.models.split(",") if name]
@@ -293,6 +315,8 @@ def main() -> int:
     if not args.minilm:
         document["minilm"] = "not measured: no fine-tuned MiniLM given (--minilm CHECKPOINT)"
         write_json(out, document)
+    if args.xnnpack_kernels != HOST_KERNELS:
+        print(f"[latencies: {KERNEL_LABELS[args.xnnpack_kernels]}]")
     for name, r in document["models"].items():
         dev = r.get("dev_latency")
         line = (f"{name:12s} fp32 vs TF {r['fp32_vs_tf_own_tokens']['max_abs_logit_diff']:.1e}, vs fixed "
