@@ -168,7 +168,7 @@ def logits_of(path: Path, texts: list):
     return load_model(path, threads=1).logits(texts)
 
 
-def edge_run(path: Path, data: Path, threads: int, extra=(), kernels: str = "host") -> dict:
+def edge_run(path: Path, data: Path, threads: int, extra=(), kernels: str = HOST_KERNELS) -> dict:
     restricted = [] if kernels == HOST_KERNELS else [str(REPO / "scripts" / "xnnpack_isa.py"), kernels]
     edge = [sys.executable, *restricted, "-m", "edge_slm.runtime.cli"]
     proc = subprocess.run(edge + ["--model", str(path), "--input", str(data), "--threads", str(threads), "--json",
