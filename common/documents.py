@@ -131,17 +131,23 @@ def _cpuinfo() -> str:
         return ""
 
 
+def cpu_flags(cpuinfo: Optional[str] = None) -> set:
+    """Every flag /proc/cpuinfo lists (x86 `flags`, ARM `Features`); this machine's when not given."""
+    present = set()
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            present.update(value.split())
+    return present
+
+
 def cpu_features(cpuinfo: str, machine: str) -> dict:
     """The int8-relevant flags of /proc/cpuinfo (x86 `flags`, ARM `Features`), and whether the CPU has
     an int8 dot-product path; None where /proc/cpuinfo does not say (another OS or architecture)."""
     arch = machine.lower()
     isa = ("x86" if arch in ("x86_64", "amd64", "i386", "i686") else
            "arm" if arch.startswith(("aarch64", "arm")) else None)
-    present = set()
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() in ("flags", "Features"):
-            present.update(value.split())
+    present = cpu_flags(cpuinfo)
     if isa is None or not present:
         return {"isa": isa, "int8_flags": None, "int8_dot_product": None}
     return {"isa": isa, "int8_flags": [f for f in INT8_SPEED_FLAGS[isa] if f in present],

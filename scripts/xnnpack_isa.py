@@ -73,27 +73,31 @@ def check_layout(flags: int, cpu_features: set) -> list:
     return [feature for feature, bit in FEATURE_BITS.items() if bool(flags >> bit & 1) != (feature in cpu_features)]
 
 
-def cpu_features() -> set:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+def litert_library() -> Path:
+    import ai_edge_litert.interpreter as litert  # loads the library into this process
+
+    return (Path(litert.__file__).parent / LIBRARY).resolve()
+
+
+def arch_flags() -> ctypes.c_uint64:
+    """The arch flags in this process's XNNPACK hardware config (initialised by the call), writable."""
+    path = litert_library()
+    init = ctypes.CFUNCTYPE(ctypes.c_void_p)(load_bias(path) + symbol_address(path, SYMBOL))
+    return ctypes.c_uint64.from_address(init() + ARCH_FLAGS_OFFSET)
 
 
 def restrict(kernel_set: str) -> tuple:
     """Restrict this process's XNNPACK to `kernel_set`; (flags before, flags after). Call before any
     interpreter is created: XNNPACK picks its kernels from these flags once."""
+    from edge_slm.common.documents import cpu_flags  # deferred: only a restriction needs the package
+
     if kernel_set not in KERNEL_SETS:
         raise RestrictionError(f"unknown kernel set {kernel_set!r} (known: {', '.join(KERNEL_SETS)})")
-    import ai_edge_litert.interpreter as litert  # loads the library
-
-    path = (Path(litert.__file__).parent / LIBRARY).resolve()
-    init = ctypes.CFUNCTYPE(ctypes.c_void_p)(load_bias(path) + symbol_address(path, SYMBOL))
-    flags = ctypes.c_uint64.from_address(init() + ARCH_FLAGS_OFFSET)
+    flags = arch_flags()
     before = flags.value
-    wrong = check_layout(before, cpu_features())
+    wrong = check_layout(before, cpu_flags())
     if wrong:
-        raise RestrictionError(f"XNNPACK's arch flags {before:#x} in {path.name} disagree with this CPU on "
+        raise RestrictionError(f"XNNPACK's arch flags {before:#x} in {LIBRARY} disagree with this CPU on "
                                f"{', '.join(wrong)}: not the flag layout this was written for (ai-edge-litert 2.3)")
     flags.value = before & KERNEL_SETS[kernel_set]
     return before, flags.value

@@ -31,10 +31,7 @@ def test_layout_check_names_each_feature_the_flags_get_wrong():
 
 @x86_only
 def test_the_hardware_config_entry_is_found_in_the_litert_library():
-    import ai_edge_litert.interpreter as litert
-    from pathlib import Path
-
-    library = Path(litert.__file__).parent / xnnpack_isa.LIBRARY
+    library = xnnpack_isa.litert_library()
     assert xnnpack_isa.symbol_address(library, xnnpack_isa.SYMBOL) > 0
     with pytest.raises(xnnpack_isa.RestrictionError, match="no symbol"):
         xnnpack_isa.symbol_address(library, b"no_such_symbol_in_litert")
@@ -43,12 +40,8 @@ def test_the_hardware_config_entry_is_found_in_the_litert_library():
 @x86_only
 def test_restriction_leaves_xnnpack_only_the_avx2_flags():
     """In a fresh process: the flags XNNPACK picks its kernels from, read back through its own entry."""
-    probe = ("import ctypes, json, sys; sys.path.insert(0, sys.argv[1]); import xnnpack_isa as x; "
-             "before, after = x.restrict('avx2'); "
-             "import ai_edge_litert.interpreter as l; from pathlib import Path; "
-             "p = (Path(l.__file__).parent / x.LIBRARY).resolve(); "
-             "cfg = ctypes.CFUNCTYPE(ctypes.c_void_p)(x.load_bias(p) + x.symbol_address(p, x.SYMBOL))(); "
-             "print(json.dumps([before, after, ctypes.c_uint64.from_address(cfg + x.ARCH_FLAGS_OFFSET).value]))")
+    probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import xnnpack_isa as x; "
+             "before, after = x.restrict('avx2'); print(json.dumps([before, after, x.arch_flags().value]))")
     proc = subprocess.run([sys.executable, "-c", probe, str(SCRIPT.parent)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
