@@ -89,6 +89,7 @@ def main() -> int:
     from edge_slm.common.documents import host_facts, utc_now
     from edge_slm.common.files import write_json
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if len(os.sched_getaffinity(0)) < 2:
         print("bench_cache_pressure: error: needs 2 cores, one for the neighbour (hint: run it on the "
               "2-core host)", file=sys.stderr)

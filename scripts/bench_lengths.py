@@ -153,6 +153,8 @@ def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads:
             "length_changes": changes,
             "ms_per_text_in_order": median["in_order"], "ms_per_text_by_length": median["by_length"],
             "ms_per_length_change": per_change, "fixed_graph_ms": median["fixed_steady"],
+            # dev with (almost) no re-plans: what the bar's ratio would be if a length change cost nothing
+            "ratio_by_length": median["fixed_steady"] / median["by_length"],
             "at_lengths": {n: {"length_aware_ms": median[f"length_aware_steady_{n}"],
                                "traced_graph_ms": median[f"traced_steady_{n}"],
                                # no graph at n tokens gains more than this over fixed-128 here, in this run
@@ -264,7 +266,8 @@ def measure_model(name: str, source: str, work: Path, args, texts: list, intents
                                                     traced, args.rounds, args.threads, args.xnnpack_kernels)
         b = result["where_time_goes"]
         log(f"  in order {b['ms_per_text_in_order']:.3f} ms, by length {b['ms_per_text_by_length']:.3f} ms per text: "
-            f"{b['ms_per_length_change']:.3f} ms per length change; fixed-128 {b['fixed_graph_ms']:.3f} ms")
+            f"{b['ms_per_length_change']:.3f} ms per length change; fixed-128 {b['fixed_graph_ms']:.3f} ms; "
+            f"sorted by length {b['ratio_by_length']:.2f}x")
         for n, at in b["at_lengths"].items():
             log(f"  at {n} tokens: length-aware {at['length_aware_ms']:.3f} ms ({at['length_aware_ratio']:.2f}x), "
                 f"traced at {n} {at['traced_graph_ms']:.3f} ms (ceiling {at['ceiling_ratio']:.2f}x)")
@@ -295,6 +298,18 @@ def main() -> int:
     def log(message):
         print(message, file=sys.stderr, flush=True)
 
+    out = Path(args.out)
+    try:  # before the half hour of work, not after it
+        out.parent.mkdir(parents=True, exist_ok=True)
+        problem = "is a directory" if out.is_dir() else None
+    except FileExistsError:
+        problem = f"{out.parent} is a file"
+    except OSError as e:
+        problem = f"cannot create {out.parent}: {e.strerror or e}"
+    if problem:
+        print(f"bench_lengths: error: --out {out}: {problem} (hint: pass a file path in a writable directory, "
+              "e.g. bench-results/lengths.json)", file=sys.stderr)
+        return 2
     texts = read_dataset(str(DEV)).texts
     work = Path(tempfile.mkdtemp(prefix="edge-lengths-"))
     log(f"artifacts in {work} (make bench-cache-pressure takes them from there)")
@@ -305,7 +320,6 @@ def main() -> int:
                              "short_texts": len(INTENT_TEXTS), "short_runs": args.short_runs,
                              "xnnpack_kernels": KERNEL_LABELS[args.xnnpack_kernels]},
                 "models": {}}
-    out = Path(args.out)
     sources = [(name, name) for name in args.models.split(",") if name]
     if args.minilm:
         sources.append(("minilm-sst2", args.minilm))
@@ -330,6 +344,7 @@ def main() -> int:
         if r.get("where_time_goes"):
             line += "; ceiling " + ", ".join(f"{at['ceiling_ratio']:.2f}x at {n}"
                                             for n, at in r["where_time_goes"]["at_lengths"].items())
+            line += f"; dev sorted by length {r['where_time_goes']['ratio_by_length']:.2f}x"
         print(line)
     print(f"written to {out}")
     return 0
