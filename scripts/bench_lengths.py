@@ -14,7 +14,8 @@ fine-tuned MiniLM when one is given), converts fp32 and dynamic-int8 artifacts t
   - file sizes (goal: length-aware <= 1.05x fixed);
   - where the length-aware time goes (models with a latency goal): in one fresh process, alternating,
     the dev texts in their own order against the same texts sorted by length (the difference is the
-    cost of changing length: re-planning the graph), and the length-aware graph at 25 and 12 tokens
+    cost of changing length: re-planning the graph; fixed-128 over the sorted order is the dev ratio
+    without re-plans), and the length-aware graph at 25 and 12 tokens
     (the dev texts' and the intent texts' mean) against graphs traced at exactly those lengths and
     the fixed-128 graph: fixed-128 over traced is the most that any graph at that length gains on
     this host in this run, the ceiling of the latency bars.
