@@ -2,8 +2,8 @@
 
     python scripts/xnnpack_isa.py avx2 -m edge_slm.runtime.cli --model m.tflite --input dev.tsv
 
-Why: how much a shorter sequence saves depends on the CPU's int8 engine. On this host XNNPACK
-runs dynamic int8 with AVX-512 VNNI kernels that are far more efficient at 128 tokens than at 25;
+Why: how much a shorter sequence saves depends on the CPU's int8 engine. On a host with AVX-512
+VNNI (or AMX) XNNPACK runs dynamic int8 with kernels far more efficient at 128 tokens than at 25;
 on an AVX2-only host (the issue's own figures) dynamic int8 runs at about fp32 speed and the gain
 follows the work. Restricting the same library on the same machine to its AVX2 kernels shows the
 artifacts on that class of engine. It is the same hardware (caches, memory), so its figures stand
