@@ -35,6 +35,7 @@ from typing import Optional, Tuple
 from edge_slm.common.errors import EdgeError
 
 CONTROL_PERSIST_S = 120
+MASTER_LOGIN_TIMEOUT_FACTOR = 3  # the first login may take this many ConnectTimeouts, then it is given up
 # Exit status of a guarded command stopped by its watchdog (connection closed): 128 + SIGKILL.
 STOPPED_EXIT = 137
 # Runs on the device under any Python 3: start argv in a new session (its own process group), and
@@ -257,6 +258,8 @@ class SshTransport(Transport):
             options += ["-o", "StrictHostKeyChecking=accept-new"]
         self._base = [ssh] + (["-F", str(ssh_config)] if ssh_config else []) + options
         self._master_started = False
+        # ConnectTimeout bounds the TCP connect and the handshake; this bounds the whole login too.
+        self._master_timeout_s = MASTER_LOGIN_TIMEOUT_FACTOR * connect_timeout_s
         self._lock = threading.Lock()
 
     # ---- the connection ------------------------------------------------------------------------
@@ -273,8 +276,14 @@ class SshTransport(Transport):
             # so even a SIGKILLed edge-bench leaves no connection open for long.
             with tempfile.TemporaryFile(mode="w+", dir=self._control_dir) as log:
                 master = ["-o", "ControlMaster=yes", "-o", f"ControlPersist={CONTROL_PERSIST_S}", "-f", "-N"]
-                process = subprocess.run(self._base + master + ["--", self.destination],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+                try:
+                    process = subprocess.run(self._base + master + ["--", self.destination],
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                             timeout=self._master_timeout_s)
+                except subprocess.TimeoutExpired:  # e.g. a ProxyCommand that never answers
+                    raise DeviceUnreachable(f"device {self.destination}: no SSH connection after "
+                                            f"{self._master_timeout_s:g} s",
+                                            f"try `ssh {self.destination} true` by hand to see why") from None
                 log.seek(0)
                 message = log.read()
             if process.returncode != 0:

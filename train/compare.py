@@ -24,8 +24,9 @@ from edge_slm.models.registry import load_registry
 from .data import generated_examples, label_sort_key, read_labelled, subset
 from .model import (Trainer, build_tokenizer, encode_texts, release_model, resolve_seq_len,
                     tool_versions, training_speed)
-from .settings import (COMPARE_BATCH_SIZE, COMPARE_SCHEMA, COMPARE_SEQ_LEN, DEFAULT_COMPARE_STEPS, RANDOM_INIT_NOTE,
-                       SCHEMA_VERSION, SPEED_ONLY_ACCURACY, SPEED_WARMUP_STEPS, TrainSettings)
+from .settings import (CHILD_EXIT_GRACE_SECONDS, COMPARE_BATCH_SIZE, COMPARE_SCHEMA, COMPARE_SEQ_LEN,
+                       DEFAULT_COMPARE_STEPS, RANDOM_INIT_NOTE, SCHEMA_VERSION, SPEED_ONLY_ACCURACY,
+                       SPEED_WARMUP_STEPS, TrainSettings)
 
 
 def compare(models: Iterable, train_path=None, *, steps: int = DEFAULT_COMPARE_STEPS,
@@ -70,10 +71,10 @@ def compare(models: Iterable, train_path=None, *, steps: int = DEFAULT_COMPARE_S
         try:
             outcome = receiver.recv()
         except EOFError:  # killed before it could answer (e.g. out of memory)
-            child.join()
+            reap_child(child)
             outcome = {"crash": f"its training process died (exit code {child.exitcode})"}
         finally:
-            child.join()
+            reap_child(child)
         if "error" in outcome:
             raise EdgeError(f"{name}: {outcome['error']}", outcome["hint"], outcome.get("exit_code", 2))
         if "crash" in outcome:
@@ -92,6 +93,14 @@ def compare(models: Iterable, train_path=None, *, steps: int = DEFAULT_COMPARE_S
         "results": results,
         "fastest": ranked[0]["model"] if ranked else None,
     }
+
+
+def reap_child(child, grace_seconds: float = CHILD_EXIT_GRACE_SECONDS) -> None:
+    """Wait for a child that has answered (or died) to exit; one stuck in TF's teardown is killed."""
+    child.join(grace_seconds)
+    if child.is_alive():
+        child.kill()
+        child.join(grace_seconds)
 
 
 def _speed_child(connection, name: str, registry_files: list, settings: TrainSettings, texts: list,

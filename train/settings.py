@@ -23,6 +23,8 @@ DEFAULT_EVAL_EVERY = 200
 DEFAULT_COMPARE_STEPS = 30
 COMPARE_BATCH_SIZE = 16
 COMPARE_SEQ_LEN = 128
+# A speed child exits right after it answers; longer than this means it hangs in teardown.
+CHILD_EXIT_GRACE_SECONDS = 60.0
 RANDOM_INIT_NOTE = ("random initialisation: training speed does not depend on the weight values, so the "
                     "comparison needs no pretrained checkpoint (and no hub); accuracy is not measured")
 # The weights are trained for a few steps but never evaluated: not "random weights", just no dev set.

@@ -14,13 +14,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from edge_slm.bench.devices import build_wheel, download_device_wheels, works_instead
 from edge_slm.bench.store import read_rows
-from edge_slm.bench.transport import SshTransport
+from edge_slm.bench.transport import DeviceUnreachable, SshTransport
 from edge_slm.common.errors import EdgeError
 
 from ..conftest import error_line, wait_for
@@ -85,6 +86,37 @@ def test_every_remote_argument_is_quoted(boards):
     with SshTransport("board-a", ssh_config=str(boards.ssh_config)) as transport:
         result = transport.run(["python3", "-c", "import json, sys; print(json.dumps(sys.argv[1:]))", *nasty])
     assert result.returncode == 0 and json.loads(result.stdout) == nasty
+
+
+def test_a_login_that_never_answers_is_given_up(tmp_path):
+    # An ssh whose ProxyCommand (or anything before its ConnectTimeout applies) never answers.
+    silent_ssh = tmp_path / "ssh"
+    silent_ssh.write_text("#!/bin/sh\nexec sleep 617\n")
+    silent_ssh.chmod(0o755)
+    transport = SshTransport("board-z", ssh=str(silent_ssh), connect_timeout_s=0.2)
+    errors = []
+
+    def connect():
+        try:
+            transport.connect()
+        except DeviceUnreachable as e:
+            errors.append(e.message)
+
+    attempt = threading.Thread(target=connect, daemon=True)  # daemon: a regression must not hang pytest
+    attempt.start()
+    attempt.join(timeout=60)
+    transport.close()
+    assert not attempt.is_alive(), "connect() still waits for a login that never answers"
+    assert errors and "board-z: no SSH connection after 0.6 s" in errors[0]
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if _read(p) == b"sleep\x00617\x00"]
+    assert not left, "the silent login was left running"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process is gone
+        return b""
 
 
 def test_two_boards_one_study_then_nothing_is_provisioned_or_pushed_again(boards, meters, tiny_dynamic, tiny_fp32,
@@ -232,14 +264,14 @@ def test_disk_full_while_pushing(boards, tiny_dynamic, tiny_fp32, tmp_path):
     artifacts = boards.home("board-a") / ".cache" / "edge-slm" / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(artifacts)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, timeout=30)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         code, _, err = edge_bench(tiny_dynamic, tiny_fp32, "--device", "board-a", "--ssh-config", boards.ssh_config,
                                   *FAST, "-o", tmp_path / "study", "-q")
     finally:
-        subprocess.run(["umount", "-l", str(artifacts)], check=True)
+        subprocess.run(["umount", "-l", str(artifacts)], check=True, timeout=30)
     line = error_line(err, "edge-bench")
     assert code == 2 and "device board-a: disk full while writing" in line and "free space" in line
     assert not list(artifacts.rglob("*.part"))

@@ -183,3 +183,31 @@ def test_command_line_shape(train_cli, tmp_path, train_file, dev):
     assert_one_line_error(code, err, "at least one MODEL")
     code, _, err = train_cli("tinybert", "--epochs", "many")
     assert_one_line_error(code, err, "'many' is not a valid integer")
+
+
+
+class _Child:
+    """A speed child after its answer: one that exits, or one stuck in TF's teardown until killed."""
+
+    def __init__(self, stuck: bool):
+        self.stuck, self.killed, self.waits = stuck, False, []
+
+    def join(self, timeout=None):
+        assert timeout is not None, "an unbounded wait on a child"
+        self.waits.append(timeout)
+
+    def is_alive(self):
+        return self.stuck and not self.killed
+
+    def kill(self):
+        self.killed = True
+
+
+def test_a_child_that_does_not_exit_is_killed_after_a_bounded_wait():
+    from edge_slm.train.compare import reap_child
+
+    stuck, done = _Child(stuck=True), _Child(stuck=False)
+    reap_child(stuck, grace_seconds=0.5)
+    reap_child(done, grace_seconds=0.5)
+    assert stuck.killed and stuck.waits == [0.5, 0.5]
+    assert not done.killed and done.waits == [0.5]
