@@ -68,13 +68,15 @@ def compare(models: Iterable, train_path=None, *, steps: int = DEFAULT_COMPARE_S
                                                          texts, raw_labels, labels, show_progress))
         child.start()
         sender.close()
+        outcome = None
         try:
             outcome = receiver.recv()
         except EOFError:  # killed before it could answer (e.g. out of memory)
-            reap_child(child)
-            outcome = {"crash": f"its training process died (exit code {child.exitcode})"}
+            pass
         finally:
             reap_child(child)
+        if outcome is None:
+            outcome = {"crash": f"its training process died (exit code {child.exitcode})"}
         if "error" in outcome:
             raise EdgeError(f"{name}: {outcome['error']}", outcome["hint"], outcome.get("exit_code", 2))
         if "crash" in outcome:
