@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ def require_file(path, what: str, flag: str, directory_hint: str) -> Path:
 
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    import tempfile  # here, not at the top: it brings shutil, bz2 and lzma, ~0.8 MB of edge-run's RSS
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
@@ -78,6 +79,8 @@ def _json_default(value):
 def prepare_out_dir(out_dir) -> Path:
     """Create an output directory and prove it takes a file (os.access says yes to root even on a
     read-only mount)."""
+    import tempfile  # deferred, as in atomic_write_bytes
+
     path = Path(out_dir).expanduser()
     if path.exists() and not path.is_dir():
         raise EdgeError(f"output directory {path} is a file", "pass a directory to -o")

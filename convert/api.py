@@ -18,7 +18,7 @@ from edge_slm.common.errors import EXIT_VALIDATION_FAILED, EdgeError
 from edge_slm.common.files import atomic_write_text, prepare_out_dir
 from edge_slm.common.stages import StageLog
 from edge_slm.models.registry import load_registry
-from edge_slm.runtime.artifact import build_metadata, graph_sha256, write_artifact
+from edge_slm.runtime.artifact import build_metadata, sha256_hex, write_artifact
 from edge_slm.runtime.data import text_fingerprint
 from edge_slm.runtime.engine import load_model
 
@@ -337,7 +337,7 @@ class _Job:
                       "artifact": str(path) if written else None, "rejected": not written,
                       "source": self.src.description, "quantization": mode.name, "seq_len": seq_len,
                       "random_weights": weights.random_weights,
-                      "graph": {"bytes": len(graph), "sha256": graph_sha256(graph), **facts},
+                      "graph": {"bytes": len(graph), "sha256": sha256_hex(graph), **facts},
                       "file_bytes": path.stat().st_size if written else None,
                       "validation": extra["validation"], "timings_seconds": timings,
                       **{k: extra[k] for k in ("model", "tools", "weights", "compat", "sequence")},

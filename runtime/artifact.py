@@ -72,8 +72,9 @@ except ImportError:
         from hashlib import sha256 as _sha256
 
 
-def graph_sha256(graph: bytes) -> str:
-    return _sha256(graph).hexdigest()
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 of `data` as hex, without mapping OpenSSL (the runtime's one way to hash)."""
+    return _sha256(data).hexdigest()
 
 
 def _file_prefix_sha256(f, size: int) -> str:
@@ -97,7 +98,7 @@ def build_metadata(*, graph: bytes, tokenizer: dict, labels: list, inputs: list,
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "graph": {"sha256": graph_sha256(graph), "bytes": len(graph)},
+        "graph": {"sha256": sha256_hex(graph), "bytes": len(graph)},
         "tokenizer": dict(tokenizer),
         "labels": list(labels),
         "inputs": [dict(i) for i in inputs],
@@ -158,7 +159,7 @@ def write_artifact(path, graph: bytes, metadata: dict, vocab: list, labels: list
     if graph[4:8] != TFLITE_IDENTIFIER:
         raise EdgeError("graph bytes are not a TFLite flatbuffer", "pass the converter's output")
     check_metadata(metadata)
-    if metadata["graph"]["sha256"] != graph_sha256(graph):
+    if metadata["graph"]["sha256"] != sha256_hex(graph):
         raise EdgeError("metadata graph.sha256 does not match the graph", "build metadata from this graph")
     import zipfile  # writer-only, like tempfile
 

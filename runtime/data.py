@@ -8,7 +8,6 @@ EdgeError naming file:line, never a traceback.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import sys
@@ -18,6 +17,7 @@ from typing import Optional, Union
 
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import require_file
+from .artifact import sha256_hex
 
 FORMATS = ("plain", "tsv", "csv", "jsonl")
 TEXT_COLUMN_NAMES = ("text", "sentence", "sentence1", "review", "content", "document", "query")
@@ -270,7 +270,7 @@ FINGERPRINT_HEX = 16
 
 def text_fingerprint(text: str) -> str:
     """A hash of the text with case and whitespace normalized: "A  film." and "a film." match."""
-    return hashlib.sha256(" ".join(text.lower().split()).encode("utf-8")).hexdigest()[:FINGERPRINT_HEX]
+    return sha256_hex(" ".join(text.lower().split()).encode("utf-8"))[:FINGERPRINT_HEX]
 
 
 def overlapping_texts(fingerprints, texts) -> int:

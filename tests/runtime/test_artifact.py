@@ -26,7 +26,7 @@ def test_round_trip_keeps_graph_metadata_vocab_labels(tiny_fp32, tmp_path, vocab
     assert again.metadata == original.metadata
     assert again.vocab == vocab
     assert again.labels == ["negative", "positive"]
-    assert again.metadata["graph"]["sha256"] == fmt.graph_sha256(again.read_graph())
+    assert again.metadata["graph"]["sha256"] == fmt.sha256_hex(again.read_graph())
 
 
 def test_associated_files_are_listed_by_zip_tools(tiny_fp32):
