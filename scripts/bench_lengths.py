@@ -18,7 +18,8 @@ fine-tuned MiniLM when one is given), converts fp32 and dynamic-int8 artifacts t
     without re-plans), and the length-aware graph at 25 and 12 tokens
     (the dev texts' and the intent texts' mean) against graphs traced at exactly those lengths and
     the fixed-128 graph: fixed-128 over traced is the most that any graph at that length gains on
-    this host in this run, the ceiling of the latency bars.
+    this host in this run, the ceiling of the latency bars; and what the runtime's own code adds per
+    text (edge-run's predict path against bare interpreter calls on the same tensors, dev in order).
 With --xnnpack-kernels avx2 (make bench-lengths-avx2) every timed process runs XNNPACK restricted to
 its AVX2 kernels (scripts/xnnpack_isa.py): the artifacts on the int8 engine of an AVX2-only host, where
 dynamic int8 runs at about fp32 speed, measured on this host's caches and memory and labelled so.
@@ -126,6 +127,38 @@ def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads:
             model.run_prepared()
         return (time.perf_counter() - start) / len(sequence) * 1e3
 
+    # the runtime's own cost per text: predict_one (edge-run's timed path: tokenize, set, invoke, read,
+    # softmax) against a bare loop over the same tensors (resize when the length changes, set, invoke, read)
+    tensors_per_text = []
+    for text in texts:
+        count = model.prepare(text)
+        tensors_per_text.append([(slot.index, slot.buffer[:, :count].copy()) for slot in model.slots])
+    interpreter = model.interpreter
+
+    def bare_ms_per_text() -> float:
+        allocated = model.length
+        start = time.perf_counter()
+        for tensors in tensors_per_text:
+            count = tensors[0][1].shape[1]
+            if count != allocated:
+                for index, _ in tensors:
+                    interpreter.resize_tensor_input(index, [1, count])
+                interpreter.allocate_tensors()
+                allocated = count
+            for index, array in tensors:
+                interpreter.set_tensor(index, array)
+            interpreter.invoke()
+            interpreter.get_tensor(model.output_index)
+        elapsed = time.perf_counter() - start
+        model.length = allocated  # the model resizes when a request's length differs from this
+        return elapsed / len(tensors_per_text) * 1e3
+
+    def predict_ms_per_text() -> float:
+        start = time.perf_counter()
+        for text in texts:
+            model.predict_one(text)
+        return (time.perf_counter() - start) / len(texts) * 1e3
+
     def steady_ms(m, text, runs=200) -> float:
         m.prepare(text)
         m.run_prepared()
@@ -137,12 +170,14 @@ def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads:
     # a dev text of exactly each traced length: the graphs then run the same tokens (fixed-128 padded)
     at_len = {n: next(t for t, count in zip(texts, tokens) if count == n) for n in TRACED_LENS}
     ms_per_text(in_order[:50])
-    figures = {"in_order": [], "by_length": [], "fixed_steady": []}
+    figures = {"in_order": [], "by_length": [], "fixed_steady": [], "bare_in_order": [], "predict_in_order": []}
     figures.update({f"{kind}_steady_{n}": [] for n in TRACED_LENS for kind in ("length_aware", "traced")})
     for _ in range(rounds):
         figures["in_order"].append(ms_per_text(in_order))
         figures["by_length"].append(ms_per_text(by_length))
         figures["fixed_steady"].append(steady_ms(fixed_model, at_len[TRACED_LENS[0]]))
+        figures["bare_in_order"].append(bare_ms_per_text())
+        figures["predict_in_order"].append(predict_ms_per_text())
         for n, graph in zip(TRACED_LENS, exact):
             figures[f"length_aware_steady_{n}"].append(steady_ms(model, at_len[n]))
             figures[f"traced_steady_{n}"].append(steady_ms(graph, at_len[n]))
@@ -156,6 +191,11 @@ def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads:
             "ms_per_length_change": per_change, "fixed_graph_ms": median["fixed_steady"],
             # dev with (almost) no re-plans: what the bar's ratio would be if a length change cost nothing
             "ratio_by_length": median["fixed_steady"] / median["by_length"],
+            # what edge-run's code adds to each text in dev order, over bare interpreter calls
+            "runtime_overhead": {"bare_ms_per_text": median["bare_in_order"],
+                                 "predict_ms_per_text": median["predict_in_order"],
+                                 "ratio": median["predict_in_order"] / median["bare_in_order"],
+                                 "us_per_text": (median["predict_in_order"] - median["bare_in_order"]) * 1e3},
             "at_lengths": {n: {"length_aware_ms": median[f"length_aware_steady_{n}"],
                                "traced_graph_ms": median[f"traced_steady_{n}"],
                                # no graph at n tokens gains more than this over fixed-128 here, in this run
@@ -269,6 +309,9 @@ def measure_model(name: str, source: str, work: Path, args, texts: list, intents
         log(f"  in order {b['ms_per_text_in_order']:.3f} ms, by length {b['ms_per_text_by_length']:.3f} ms per text: "
             f"{b['ms_per_length_change']:.3f} ms per length change; fixed-128 {b['fixed_graph_ms']:.3f} ms; "
             f"sorted by length {b['ratio_by_length']:.2f}x")
+        overhead = b["runtime_overhead"]
+        log(f"  edge-run's predict path {overhead['predict_ms_per_text']:.3f} ms per text against bare invokes "
+            f"{overhead['bare_ms_per_text']:.3f} ms: {overhead['ratio']:.3f}x ({overhead['us_per_text']:.0f} us per text)")
         for n, at in b["at_lengths"].items():
             log(f"  at {n} tokens: length-aware {at['length_aware_ms']:.3f} ms ({at['length_aware_ratio']:.2f}x), "
                 f"traced at {n} {at['traced_graph_ms']:.3f} ms (ceiling {at['ceiling_ratio']:.2f}x)")

@@ -39,6 +39,20 @@ def test_predict_text_matches_manual_interpreter(tiny_fp32):
     assert p.probability == max(p.probabilities)
 
 
+def test_prediction_from_logits_is_a_stable_softmax_and_takes_the_first_of_equal_maxima(tiny_fp32):
+    """to_prediction works on plain floats (cheaper than numpy for a few logits): same figures."""
+    model = load_model(tiny_fp32)
+    raw = np.array([[1000.5, -3.25]], np.float32)  # exp(1000) overflows a naive softmax
+    p = model.to_prediction(raw)
+    expected = np.exp(raw[0].astype(np.float64) - 1000.5)
+    np.testing.assert_allclose(p.probabilities, expected / expected.sum(), rtol=1e-15, atol=0)
+    assert (p.index, p.label, p.logits) == (0, model.labels[0], [1000.5, -3.25])
+    assert all(type(x) is float for x in p.probabilities + p.logits + [p.probability])  # JSON-ready
+    tie = model.to_prediction(np.array([[0.25, 0.25]], np.float32))
+    assert (tie.index, tie.probabilities) == (0, [0.5, 0.5])
+    assert model.to_prediction(np.array([[-1.0, 2.0]], np.float32)).index == 1
+
+
 def test_cli_text_prints_label_probability_latency(run_cli, tiny_dynamic):
     code, out, err = run_cli("--model", tiny_dynamic, "--text", "great movie", "--text", "dull")
     assert code == 0, err
