@@ -96,3 +96,13 @@ def test_classification_report_many_classes():
     assert report["macro_f1"] == pytest.approx((1 + 2 / 3 + 0.8) / 3)
     assert report["per_class"]["b"] == {"support": 2, "predicted": 1, "correct": 1,
                                         "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
+
+
+def test_text_fingerprints_are_the_sha256_of_the_normalized_text():
+    """Artifacts made before the runtime hashed with CPython's builtin SHA-256 carry hashlib's digests."""
+    import hashlib
+
+    from edge_slm.runtime.data import FINGERPRINT_HEX, text_fingerprint
+
+    assert text_fingerprint("A  Fine\tfilm. ") == hashlib.sha256(b"a fine film.").hexdigest()[:FINGERPRINT_HEX]
+    assert text_fingerprint("é") == hashlib.sha256("é".encode()).hexdigest()[:FINGERPRINT_HEX]

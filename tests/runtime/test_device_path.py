@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 
 import pytest
@@ -38,9 +40,6 @@ print(json.dumps({"code": code, "loaded": [m for m in ("_hashlib", "tempfile") i
 
 
 def _heavy_modules(*args):
-    import json
-    import subprocess
-
     proc = subprocess.run([sys.executable, "-c", HEAVY_PROBE, *map(str, args)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
