@@ -108,15 +108,7 @@ def test_a_login_that_never_answers_is_given_up(tmp_path):
     transport.close()
     assert not attempt.is_alive(), "connect() still waits for a login that never answers"
     assert errors and "board-z: no SSH connection after 0.6 s" in errors[0]
-    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if _read(p) == b"sleep\x00617\x00"]
-    assert not left, "the silent login was left running"
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:  # the process is gone
-        return b""
+    assert [b"sleep", b"617"] not in _running_argvs(), "the silent login was left running"
 
 
 def test_two_boards_one_study_then_nothing_is_provisioned_or_pushed_again(boards, meters, tiny_dynamic, tiny_fp32,
@@ -221,15 +213,19 @@ def test_ctrl_c_stops_every_remote_process(boards, tiny_dynamic, tmp_path, board
 
 def _ssh_clients_of(boards) -> list:
     """The command lines of ssh clients still using this test's ssh_config (a leaked connection)."""
-    found = []
+    return [[a.decode(errors="replace") for a in argv] for argv in _running_argvs()
+            if argv and argv[0].endswith(b"ssh") and str(boards.ssh_config).encode() in argv]
+
+
+def _running_argvs() -> list:
+    """Every process's argv (bytes), read from /proc; processes that exit meanwhile are skipped."""
+    argvs = []
     for entry in Path("/proc").iterdir():
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argvs.append((entry / "cmdline").read_bytes().split(b"\0")[:-1])
         except OSError:
             continue
-        if argv and argv[0].endswith(b"ssh") and str(boards.ssh_config).encode() in argv:
-            found.append([a.decode(errors="replace") for a in argv])
-    return found
+    return argvs
 
 
 @pytest.mark.parametrize("alias, expected, hint", [

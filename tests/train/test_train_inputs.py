@@ -185,7 +185,6 @@ def test_command_line_shape(train_cli, tmp_path, train_file, dev):
     assert_one_line_error(code, err, "'many' is not a valid integer")
 
 
-
 class _Child:
     """A speed child after its answer: one that exits, or one stuck in TF's teardown until killed."""
 
