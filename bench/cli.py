@@ -19,7 +19,7 @@ from typing import Optional
 
 import click
 
-from edge_slm.common.cli import CONTEXT_SETTINGS, loop_options, meter_options, output_options, run_click, warn
+from edge_slm.common.cli import CONTEXT_SETTINGS, FINITE, loop_options, meter_options, output_options, run_click, warn
 from edge_slm.common.errors import EdgeError
 from edge_slm.runtime.backends import BACKEND_CHOICES
 
@@ -35,11 +35,11 @@ from .summary import BUSY_SHARE, LATENCY_STATS, Constraints, parse_accuracy
 def constraint_options(command):
     """The recommendation's constraints: the same on both commands."""
     for decorator in reversed((
-        click.option("--max-latency-ms", type=float, help="Recommend only artifacts at most this slow (ms)."),
+        click.option("--max-latency-ms", type=FINITE, help="Recommend only artifacts at most this slow (ms)."),
         click.option("--latency-stat", type=click.Choice(LATENCY_STATS), default="p50", show_default=True,
                      help="Which latency --max-latency-ms bounds."),
-        click.option("--max-memory-mb", type=float, help="... whose peak RSS is at most this (MB)."),
-        click.option("--max-energy-mj", type=float, help="... whose energy per inference is at most this (mJ)."),
+        click.option("--max-memory-mb", type=FINITE, help="... whose peak RSS is at most this (MB)."),
+        click.option("--max-energy-mj", type=FINITE, help="... whose energy per inference is at most this (mJ)."),
         click.option("--min-accuracy", help="... whose measured accuracy is at least this: 0.88 or 88%."),
     )):
         command = decorator(command)
@@ -114,7 +114,7 @@ def device_specs(names, ports) -> list:
 @click.option("--resume", is_flag=True, help="Continue DIR/results.jsonl: skip finished runs, retry failed ones.")
 @click.option("--retry-busy", is_flag=True, help="With --resume: also re-measure runs during which other processes "
                                                  f"used {BUSY_SHARE:.0%} or more of the CPU.")
-@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout", type=FINITE, default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds one run may take before it is killed and reported as failed.")
 @click.option("--no-report", is_flag=True, help="Only collect results.jsonl.")
 @device_options
@@ -144,8 +144,13 @@ def study_command(artifacts, out_dir, data, threads_text, backend_text, runs, mi
                         on_progress=(lambda m: None) if quiet else _progress)
     if outcome.report is None:
         click.echo(f"results: {outcome.results_path}")
-        return
-    _print_report(outcome.report, as_json)
+    else:
+        _print_report(outcome.report, as_json)
+    failed = [row for row in outcome.rows if row["status"] != "ok"]
+    if outcome.rows and len(failed) == len(outcome.rows) and not outcome.skipped:
+        # a study that measured nothing must not look like success to a script or CI
+        raise EdgeError(f"none of the {len(failed)} run(s) finished; the first: {failed[0]['error'] or 'no result'}",
+                        f"see {outcome.results_path}; run that artifact with edge-run to see the whole error")
 
 
 def _progress(message: str) -> None:

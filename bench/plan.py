@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from edge_slm.common.cli import DEFAULT_IDLE_SECONDS, DEFAULT_RUNS, DEFAULT_WARMUP, check_loop_settings, check_meter_settings
+from edge_slm.common.cli import (DEFAULT_IDLE_SECONDS, DEFAULT_RUNS, DEFAULT_WARMUP, MAX_THREADS, check_loop_settings,
+                                 check_meter_settings)
 from edge_slm.common.errors import EdgeError
+from edge_slm.common.files import require_file
+from edge_slm.power.meter import check_port_url
 from edge_slm.power.session import METER_NAMES
 from edge_slm.runtime.artifact import read_artifact
 from edge_slm.runtime.backends import BACKEND_CHOICES
@@ -30,8 +33,8 @@ def parse_threads(text: str) -> list:
     values = []
     for item in str(text).split(","):
         item = item.strip()
-        if not item.isdigit() or int(item) <= 0:
-            raise EdgeError(f"bad --threads list {text!r}: {item!r} is not a positive integer",
+        if not item.isdigit() or not 0 < int(item) <= MAX_THREADS:
+            raise EdgeError(f"bad --threads list {text!r}: {item!r} is not an integer from 1 to {MAX_THREADS}",
                             "give thread counts separated by commas, e.g. --threads 1,2,4")
         if int(item) not in values:
             values.append(int(item))
@@ -101,10 +104,14 @@ class StudySettings:
         if self.meter:
             if self.meter not in METER_NAMES:
                 raise EdgeError(f"unknown meter {self.meter!r}", f"one of {', '.join(METER_NAMES)}")
+            if port_here:
+                check_port_url(self.port)
             if port_here and "://" not in self.port and not os.path.exists(self.port):
                 raise EdgeError(f"meter port {self.port} does not exist",
                                 "check the device path (edge-power list shows serial ports and emulators)")
-        if self.data:
+        if self.data is not None:
+            # every run reads it again, so a pipe would serve only the first
+            require_file(self.data, "data file", "--data", "pass a text, TSV, CSV or JSONL file")
             read_dataset(self.data, flag="--data")  # a bad file is one error now, not one failed run per artifact
 
 

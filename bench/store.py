@@ -40,7 +40,11 @@ def read_rows(path, repair: bool = False, warn: Callable[[str], None] = lambda m
     if not path.exists():
         raise EdgeError(f"results file not found: {path}", "pass the results.jsonl an edge-bench run wrote")
     if path.is_dir():
-        raise EdgeError(f"{path} is a directory", f"pass the results file inside it: {path / RESULTS_FILE}")
+        inside = path / RESULTS_FILE
+        raise EdgeError(f"{path} is a directory", f"pass the results file inside it: {inside}"
+                        if path.name != RESULTS_FILE else "remove it; edge-bench writes results.jsonl as a file")
+    if not path.is_file():  # a FIFO would wait for a writer forever
+        raise EdgeError(f"{path} is not a regular file", "pass the results.jsonl an edge-bench run wrote")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -57,7 +61,7 @@ def read_rows(path, repair: bool = False, warn: Callable[[str], None] = lambda m
             continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise EdgeError(f"{path}:{number} is not valid JSON",
                             "the file is damaged; remove that line (or start a new study with another -o)") from None
         if not isinstance(row, dict) or row.get("schema") != ROW_SCHEMA:

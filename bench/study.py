@@ -112,7 +112,8 @@ def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = Non
             on_progress(f"[{number}/{len(todo)}] {progress_line(row)}")
     except KeyboardInterrupt:
         kept = outcome.skipped + len(outcome.rows)
-        raise EdgeError(f"interrupted: {kept} finished run(s) kept in {results_path}",
+        what = f"{kept} finished run(s) kept in {results_path}" if kept else "before any run finished"
+        raise EdgeError(f"interrupted: {what}",
                         "rerun the same command with --resume to run the rest", exit_code=EXIT_INTERRUPTED) from None
     if write_report:
         outcome.report = render_report(results_path, out, constraints=constraints)

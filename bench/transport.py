@@ -232,6 +232,23 @@ def describe_ssh_failure(destination: str, stderr: str, *, connected: bool) -> D
                              f"try `ssh {destination} true` by hand to see why")
 
 
+def _valid_destination(destination: str) -> bool:
+    """What ssh takes as a destination; anything else would print ssh's usage text, not an error."""
+    if not destination or destination.startswith("-") or any(c.isspace() for c in destination):
+        return False
+    rest = destination
+    port = None
+    if rest.startswith("ssh://"):
+        rest = rest[len("ssh://"):]
+        host_part = rest.rpartition("@")[2]
+        if not host_part.startswith("[") and ":" in host_part:
+            rest, _, port = rest.rpartition(":")
+    user, at, host = rest.rpartition("@")
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        return False
+    return bool(host) and (not at or bool(user))
+
+
 class SshTransport(Transport):
     """One board over the system `ssh`, through one multiplexed connection.
 
@@ -241,8 +258,9 @@ class SshTransport(Transport):
 
     def __init__(self, destination: str, *, ssh_config: Optional[str] = None, accept_new_host_key: bool = False,
                  connect_timeout_s: float = 15.0, ssh: str = "ssh"):
-        if not destination or destination.startswith("-") or any(c.isspace() for c in destination):
-            raise EdgeError(f"bad --device {destination!r}", "give [USER@]HOST or a Host alias of your ssh_config")
+        if not _valid_destination(destination):
+            raise EdgeError(f"bad --device {destination!r}",
+                            "give [USER@]HOST, ssh://[USER@]HOST[:PORT] or a Host alias of your ssh_config")
         if shutil.which(ssh) is None:
             raise EdgeError("the OpenSSH client (ssh) is not installed here",
                             "install it (Debian: apt-get install openssh-client)")

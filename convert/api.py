@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 from edge_slm.common.documents import edge_slm_version, host_facts, utc_now
 from edge_slm.common.errors import EXIT_VALIDATION_FAILED, EdgeError
 from edge_slm.common.files import atomic_write_text, prepare_out_dir
+from edge_slm.common.native import captured_native_stderr
 from edge_slm.common.stages import StageLog
 from edge_slm.models.registry import load_registry
 from edge_slm.runtime.artifact import build_metadata, sha256_hex, write_artifact
@@ -35,7 +36,7 @@ from .source import (ModelSource, locate_weights, packaged_bert_vocab, read_voca
                      tokenizer_metadata, tokenizer_settings)
 from .texts import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VALIDATION_SAMPLES, Texts, calibration_overlap,
                     generated_texts, read_text_file, split_pool)
-from .tf_env import captured_native_stderr, tensorflow
+from .tf_env import tensorflow
 from .validate import compare, encode, hf_tokenizer
 from .validate import reference as compute_reference
 from .weights import build_model, make_config

@@ -9,6 +9,7 @@ does not import TensorFlow.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -27,6 +28,27 @@ class ArchitectureSpec:
     # layers) and training from scratch learned nothing (dev loss 0.70 after 150 steps, activations
     # 1e8-1e9 later); with this init, edge-train reached 79.5 % on SST-2 dev in 1,100 steps.
     dense_kernels_from_config: bool = False
+    # config.json's size fields (each a positive int when present) and (width, heads): the width
+    # must split evenly into heads. Absent fields take transformers' defaults.
+    size_fields: tuple = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                          "intermediate_size", "max_position_embeddings")
+    head_split: Optional[tuple] = ("hidden_size", "num_attention_heads")
+
+    def check_config(self, config: dict, where: str) -> None:
+        """One line for a config transformers would refuse with a traceback, or build wrongly."""
+        hint = "restore the checkpoint's config.json or the registry entry's config"
+        for name in self.size_fields:
+            value = config.get(name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise EdgeError(f"{where}: {name} must be a positive integer, got {value!r}", hint)
+        if config.get("max_position_embeddings", 2) < 2:
+            raise EdgeError(f"{where}: max_position_embeddings {config['max_position_embeddings']} leaves no room "
+                            "for [CLS] and [SEP]", hint)
+        if self.head_split and all(config.get(name) is not None for name in self.head_split):
+            width, heads = (config[name] for name in self.head_split)
+            if width % heads:
+                raise EdgeError(f"{where}: {self.head_split[0]} {width} does not split into {heads} attention heads",
+                                hint)
 
     def dummy_inputs(self, seq_len: int, vocab_size: int) -> dict:
         """Half real tokens, half padding, int32 [1, seq_len]: enough to build the model's variables."""
@@ -51,9 +73,16 @@ SPECS = {
         ArchitectureSpec("bert", "TFBertForSequenceClassification", _BERT_INPUTS, ("classifier.",)),
         # DistilBERT has no segment embeddings, so no token_type_ids input.
         ArchitectureSpec("distilbert", "TFDistilBertForSequenceClassification", ("input_ids", "attention_mask"),
-                         ("pre_classifier.", "classifier.")),
+                         ("pre_classifier.", "classifier."),
+                         size_fields=("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim",
+                                      "max_position_embeddings"),
+                         head_split=("dim", "n_heads")),
+        # MobileBERT's heads split its bottleneck width, not hidden_size; transformers checks that.
         ArchitectureSpec("mobilebert", "TFMobileBertForSequenceClassification", _BERT_INPUTS, ("classifier.",),
-                         dense_kernels_from_config=True),
+                         dense_kernels_from_config=True,
+                         size_fields=ArchitectureSpec.size_fields + ("embedding_size", "intra_bottleneck_size",
+                                                                     "num_feedforward_networks"),
+                         head_split=None),
         ArchitectureSpec("electra", "TFElectraForSequenceClassification", _BERT_INPUTS, ("classifier.",)),
     )
 }

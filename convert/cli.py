@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from edge_slm.common.cli import CONTEXT_SETTINGS, output_options, run_click, warn
+from edge_slm.common.cli import CONTEXT_SETTINGS, FINITE, output_options, run_click, warn
 from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, accuracy_withheld
 from edge_slm.common.errors import EXIT_VALIDATION_FAILED, EdgeError
 from edge_slm.common.stages import StageLog
@@ -55,7 +55,7 @@ def _split_modes(ctx, param, values) -> list:
 @click.option("--random-init-if-offline", is_flag=True,
               help="For registry models: random weights when the Hugging Face hub is unreachable.")
 @click.option("--no-validate", is_flag=True, help="Skip comparing the artifact with the TF model.")
-@click.option("--min-agreement", type=float,
+@click.option("--min-agreement", type=FINITE,
               help=f"Label agreement with the TF model a mode must reach (defaults: {_THRESHOLDS}; "
                    "with random weights only fp32/fp16 are held to them, unless this is given).")
 @click.option("--int8-float-layers", default=",".join(DEFAULT_FLOAT_LAYERS) or "none", show_default=True,

@@ -26,10 +26,11 @@ from typing import Callable, Optional
 import numpy as np
 
 from edge_slm.common.errors import EdgeError
+from edge_slm.common.native import captured_native_stderr
 
 from .architectures import ArchitectureSpec
 from .explain import LAYER_INDEX
-from .tf_env import captured_native_stderr, first_error_line, tensorflow
+from .tf_env import first_error_line, tensorflow
 
 
 @dataclass(frozen=True)

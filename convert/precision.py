@@ -37,6 +37,8 @@ from typing import Callable
 
 import numpy as np
 
+from edge_slm.common.native import captured_native_stderr
+
 from .explain import LAYER_INDEX, graph_ops
 from .graph import opcode_index
 
@@ -321,11 +323,15 @@ def choose_float_group(reference_graph: bytes, quantize: Callable, samples: list
     and once with each dense group of `reference_graph` left in float; the group whose graph's logits
     have the least relative noise power against the reference graph's, on `samples`, is chosen (none
     when no group lowers it)."""
-    reference = graph_logits(reference_graph, samples)
+    with captured_native_stderr():  # the interpreter's "Created XNNPACK delegate" line, under -q too
+        reference = graph_logits(reference_graph, samples)
     power = float(np.sum(reference ** 2)) or 1.0
 
     def noise(nodes) -> float:
-        return float(np.sum((graph_logits(quantize(nodes), samples) - reference) ** 2)) / power
+        graph = quantize(nodes)
+        with captured_native_stderr():
+            logits = graph_logits(graph, samples)
+        return float(np.sum((logits - reference) ** 2)) / power
 
     groups = dense_groups(reference_graph)
     total_weights = sum(count for _, count in groups.values())

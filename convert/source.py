@@ -70,7 +70,8 @@ def resolve_source(source: str, registry: dict) -> ModelSource:
         raise EdgeError("MODEL is empty", "pass a registry name, a checkpoint directory or a hub id")
     if text in registry and "/" not in text:
         entry = registry[text]
-        spec_for(entry.model_type)  # refuse an unsupported architecture now, not after a download
+        # an unsupported architecture or a bad config is refused now, not after a download
+        spec_for(entry.model_type).check_config(entry.config, f"registry entry {entry.name}")
         return ModelSource("registry", name=entry.name, description=f"{entry.name} ({entry.hf_id})",
                            hf_id=entry.hf_id, config=dict(entry.config), entry=entry)
     path = Path(text).expanduser()
@@ -90,7 +91,6 @@ def local_source(path: Path) -> ModelSource:
         raise EdgeError(f"{path} is a file, not a checkpoint directory",
                         "pass the folder that holds config.json and the weights")
     config = read_config(path)
-    spec_for(config.get("model_type"))
     # A checkpoint folder is often just "model"; the name it was saved under says more.
     saved_as = str(config.get("_name_or_path") or "").rstrip("/").split("/")[-1]
     return ModelSource("local", name=saved_as or path.resolve().name, description=str(path.resolve()),
@@ -104,12 +104,13 @@ def read_config(directory: Path) -> dict:
                         "pass a Hugging Face checkpoint folder (config.json, vocab.txt, weights)")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise EdgeError(f"{config_path} is not readable JSON ({e})", "restore the checkpoint's config.json") from None
     if not isinstance(config, dict):
         raise EdgeError(f"{config_path} is not a JSON object", "restore the checkpoint's config.json")
     if "model_type" not in config:
         raise EdgeError(f"{config_path} has no model_type", "add \"model_type\" (e.g. \"bert\") to config.json")
+    spec_for(config["model_type"]).check_config(config, str(config_path))
     return config
 
 

@@ -6,11 +6,10 @@ set before TensorFlow is first imported; so every converter module gets TF from 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-import warnings
 from typing import Optional
+
+from edge_slm.common.native import captured_native_stderr
 
 
 def tensorflow(threads: Optional[int] = None):
@@ -43,30 +42,6 @@ def tensorflow(threads: Optional[int] = None):
 
 
 _imported: list = []  # the module, once imported and initialised
-
-
-@contextlib.contextmanager
-def captured_native_stderr():
-    """Route file descriptor 2 (where TF's C++ code prints) to a buffer for the block.
-
-    Yields a list that receives the captured lines when the block ends, so that a failure can
-    quote the converter's own error instead of dumping its whole log. EDGE_SLM_DEBUG=1 disables.
-    """
-    lines: list = []
-    if os.environ.get("EDGE_SLM_DEBUG"):
-        yield lines
-        return
-    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
 def first_error_line(lines: list, fallback: str) -> str:

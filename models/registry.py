@@ -95,6 +95,8 @@ def _entry(path: Path, name: str, table) -> RegistryEntry:
     labels = table["labels"]
     if len(labels) < 2 or not all(isinstance(x, str) and x.strip() for x in labels):
         raise EdgeError(f"{where}: 'labels' should list at least two non-empty names", hint)
+    if len(set(labels)) != len(labels):  # two classes of one name could never be told apart
+        raise EdgeError(f"{where}: 'labels' names a class twice", hint)
     if table["seq_len"] < 2:
         raise EdgeError(f"{where}: 'seq_len' should be at least 2 ([CLS] and [SEP])", hint)
     if not isinstance(table["config"].get("model_type"), str):

@@ -13,13 +13,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import click
 
-from edge_slm.common.cli import CONTEXT_SETTINGS, output_options, run_click
+from edge_slm.common.cli import CONTEXT_SETTINGS, FINITE, output_options, run_click
 from edge_slm.common.errors import EdgeError
-from edge_slm.common.files import atomic_write_text
+from edge_slm.common.files import atomic_write_text, check_output_file
 
 from .emulated_ports import running_emulators, state_dir
 from .line_protocol import DEFAULT_LINE_FORMAT
@@ -27,6 +28,13 @@ from .emulator import EMULATED_PROTOCOLS, EmulatedSignal, FaultPlan, PtyEmulator
 from .meter import METERS, meter_class, meter_names
 from .sampler import Sampler
 from .traces import parse_trace
+
+BAUD = click.IntRange(min=1, max=4_000_000)  # past any USB serial adapter; pyserial takes an int
+
+
+def _check_probe_timeout(probe_timeout_s: float) -> None:
+    if probe_timeout_s <= 0:
+        raise EdgeError(f"--probe-timeout must be positive, got {probe_timeout_s}", "e.g. --probe-timeout 3")
 
 
 def _meter_options(baud: Optional[int], line_format: Optional[str], meter: str) -> dict:
@@ -44,11 +52,11 @@ def _meter_options(baud: Optional[int], line_format: Optional[str], meter: str) 
 
 def meter_arguments(command):
     """The options every command that reads a meter takes."""
-    command = click.option("--probe-timeout", "probe_timeout_s", type=float, default=3.0, show_default=True,
+    command = click.option("--probe-timeout", "probe_timeout_s", type=FINITE, default=3.0, show_default=True,
                            help="Seconds to wait for the first valid reading.")(command)
     command = click.option("--line-format", default=None,
                            help=f"Line meters: the line format [default: {DEFAULT_LINE_FORMAT}].")(command)
-    command = click.option("--baud", type=int, default=None,
+    command = click.option("--baud", type=BAUD, default=None,
                            help="Baud rate [default: the meter's, 9600 for UM, 115200 for line].")(command)
     command = click.option("--port", required=True,
                            help="Device path (/dev/rfcomm0, /dev/ttyUSB0) or pyserial URL "
@@ -96,10 +104,12 @@ def list_command(as_json: bool, quiet: bool) -> None:
 
 @cli.command(help="Print live voltage, current and power until Ctrl-C (or --count readings).")
 @meter_arguments
-@click.option("--count", type=int, default=0, help="Stop after this many readings (0: run until Ctrl-C).")
+@click.option("--count", type=click.IntRange(min=0), default=0,
+              help="Stop after this many readings (0: run until Ctrl-C).")
 @output_options
 def watch(meter: str, port: str, baud: Optional[int], line_format: Optional[str],
           probe_timeout_s: float, count: int, as_json: bool, quiet: bool) -> None:
+    _check_probe_timeout(probe_timeout_s)
     sampler = Sampler(meter, port, meter_options=_meter_options(baud, line_format, meter),
                       probe_timeout_s=probe_timeout_s,
                       warn=lambda m: click.echo(f"warning: {m}", err=True))
@@ -125,7 +135,7 @@ def watch(meter: str, port: str, baud: Optional[int], line_format: Optional[str]
 
 @cli.command(help="Record samples to CSV for --duration seconds (Ctrl-C stops early, keeping all).")
 @meter_arguments
-@click.option("--duration", type=float, required=True, help="Seconds to record.")
+@click.option("--duration", type=FINITE, required=True, help="Seconds to record.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="CSV FILE to write the samples to (streamed as they arrive).")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
@@ -136,6 +146,10 @@ def record(meter: str, port: str, baud: Optional[int], line_format: Optional[str
            quiet: bool) -> None:
     if duration <= 0:
         raise EdgeError(f"--duration must be positive, got {duration}", "e.g. --duration 60")
+    check_output_file(out, "--output")
+    if summary_json is not None:
+        check_output_file(summary_json, "--summary-json")  # before recording, not after
+    _check_probe_timeout(probe_timeout_s)
     sampler = Sampler(meter, port, csv_path=out, meter_options=_meter_options(baud, line_format, meter),
                       probe_timeout_s=probe_timeout_s,
                       warn=lambda m: click.echo(f"warning: {m}", err=True))
@@ -155,7 +169,7 @@ def record(meter: str, port: str, baud: Optional[int], line_format: Optional[str
     data = summary.as_dict()
     data.update({"mean_power_w": round(mean_w, 6), "energy_j": round(energy_j, 6),
                  "interrupted": interrupted, "source": "emulated meter" if summary.emulated else "meter"})
-    if summary_json:
+    if summary_json is not None:
         atomic_write_text(summary_json, json.dumps(data, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -176,9 +190,33 @@ def _print_recorded(summary, sampler, port, mean_w, energy_j, interrupted, out) 
 def _parse_stall(text: str):
     start, _, length = text.partition(":")
     try:
-        return float(start), float(length) if length else float("inf")
+        stall = float(start), float(length) if length else float("inf")
     except ValueError:
-        raise EdgeError(f"bad --stall {text!r}", "give START:SECONDS, e.g. --stall 30:5 (or 30 for forever)") from None
+        stall = None
+    if stall is None or not (0 <= stall[0] < float("inf") and stall[1] >= 0):  # nan fails the comparisons
+        raise EdgeError(f"bad --stall {text!r}", "give START:SECONDS, e.g. --stall 30:5 (or 30 for forever)")
+    return stall
+
+
+def _check_emulate_settings(*, noise_w, bus_voltage, line_rate, drop_bytes, garbage, duration, disconnect_at,
+                            reconnect_after) -> None:
+    """Settings the emulator would take silently and then misbehave on (send nothing, run 0 s)."""
+    checks = (
+        (noise_w >= 0, f"--noise-w must be 0 or more, got {noise_w}", "e.g. --noise-w 0.02"),
+        (bus_voltage > 0, f"--bus-voltage must be positive, got {bus_voltage}", "e.g. --bus-voltage 5.1"),
+        (line_rate > 0, f"--line-rate must be positive, got {line_rate}", "e.g. --line-rate 20"),
+        (0 <= drop_bytes <= 1, f"--drop-bytes is a probability, got {drop_bytes}", "e.g. --drop-bytes 0.01"),
+        (0 <= garbage <= 1, f"--garbage is a probability, got {garbage}", "e.g. --garbage 0.05"),
+        (duration is None or duration > 0, f"--duration must be positive, got {duration}",
+         "e.g. --duration 60, or leave it out to run until Ctrl-C"),
+        (disconnect_at is None or disconnect_at >= 0, f"--disconnect-at must be 0 or more, got {disconnect_at}",
+         "e.g. --disconnect-at 30"),
+        (reconnect_after is None or reconnect_after >= 0,
+         f"--reconnect-after must be 0 or more, got {reconnect_after}", "e.g. --reconnect-after 5"),
+    )
+    for holds, message, hint in checks:
+        if not holds:
+            raise EdgeError(message, hint)
 
 
 @cli.command(help="Emulate a meter on a pseudo-terminal, driven by a power trace, with optional faults.")
@@ -186,33 +224,40 @@ def _parse_stall(text: str):
               show_default=True)
 @click.option("--trace", "trace_spec", default="constant:2.0", show_default=True,
               help="constant:W | steps:T=W,T=W,... | file:PATH.csv | cpu")
-@click.option("--idle-w", type=float, default=2.0, show_default=True, help="cpu trace: power at idle.")
-@click.option("--active-w", type=float, default=3.5, show_default=True,
+@click.option("--idle-w", type=FINITE, default=2.0, show_default=True, help="cpu trace: power at idle.")
+@click.option("--active-w", type=FINITE, default=3.5, show_default=True,
               help="cpu trace: power with every core busy.")
 @click.option("--follow-pid", type=int, default=None,
               help="cpu trace: follow this process's CPU load instead of the machine's.")
-@click.option("--noise-w", type=float, default=0.02, show_default=True, help="Gaussian noise on power.")
-@click.option("--bus-voltage", type=float, default=5.1, show_default=True)
+@click.option("--noise-w", type=FINITE, default=0.02, show_default=True, help="Gaussian noise on power.")
+@click.option("--bus-voltage", type=FINITE, default=5.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise and faults.")
 @click.option("--line-format", default=DEFAULT_LINE_FORMAT, show_default=True)
-@click.option("--line-rate", type=float, default=20.0, show_default=True, help="line: lines per second.")
-@click.option("--refresh-s", type=float, default=None,
+@click.option("--line-rate", type=FINITE, default=20.0, show_default=True, help="line: lines per second.")
+@click.option("--refresh-s", type=FINITE, default=None,
               help="UM meters: seconds between new readings; polls in between get the same one "
                    "[default: the model's, 0.5; 0: a new reading on every poll].")
-@click.option("--baud", type=int, default=None, help="Pacing baud rate [default: the meter's].")
-@click.option("--drop-bytes", type=float, default=0.0, help="Probability each byte of a frame is lost.")
-@click.option("--garbage", type=float, default=0.0, help="Probability a frame is preceded by garbage.")
+@click.option("--baud", type=BAUD, default=None, help="Pacing baud rate [default: the meter's].")
+@click.option("--drop-bytes", type=FINITE, default=0.0, help="Probability each byte of a frame is lost.")
+@click.option("--garbage", type=FINITE, default=0.0, help="Probability a frame is preceded by garbage.")
 @click.option("--stall", "stalls", multiple=True, help="START:SECONDS of silence (repeatable).")
-@click.option("--disconnect-at", type=float, default=None, help="Unplug after this many seconds.")
-@click.option("--reconnect-after", type=float, default=None, help="Come back this many seconds later.")
+@click.option("--disconnect-at", type=FINITE, default=None, help="Unplug after this many seconds.")
+@click.option("--reconnect-after", type=FINITE, default=None, help="Come back this many seconds later.")
 @click.option("--link", default=None, help="Serve through this symlink (stable across reconnects).")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--duration", type=FINITE, default=None, help="Stop after this many seconds.")
 @click.option("--stats-out", type=click.Path(dir_okay=False), default=None,
               help="Write the emulator's counters (frames sent, garbage injected, ...) as JSON at exit.")
 @output_options
 def emulate(protocol, trace_spec, idle_w, active_w, follow_pid, noise_w, bus_voltage, seed,
             line_format, line_rate, refresh_s, baud, drop_bytes, garbage, stalls, disconnect_at,
             reconnect_after, link, duration, stats_out, as_json, quiet) -> None:
+    _check_emulate_settings(noise_w=noise_w, bus_voltage=bus_voltage, line_rate=line_rate, drop_bytes=drop_bytes,
+                            garbage=garbage, duration=duration, disconnect_at=disconnect_at,
+                            reconnect_after=reconnect_after)
+    if stats_out is not None:
+        check_output_file(stats_out, "--stats-out")
+    if link is not None and not Path(link).parent.is_dir():
+        raise EdgeError(f"--link: directory {Path(link).parent} does not exist", "create it first")
     trace = parse_trace(trace_spec, idle_w=idle_w, active_w=active_w, follow_pid=follow_pid)
     signal_source = EmulatedSignal(trace, bus_voltage_v=bus_voltage, noise_w=noise_w, seed=seed)
     engine = make_engine(protocol, signal_source, line_format=line_format, line_rate_hz=line_rate,
@@ -238,7 +283,7 @@ def emulate(protocol, trace_spec, idle_w, active_w, follow_pid, noise_w, bus_vol
     except KeyboardInterrupt:
         interrupted = True
     stats = emulator.stop()
-    if stats_out:
+    if stats_out is not None:
         atomic_write_text(stats_out, json.dumps(stats.as_dict(), indent=2) + "\n")
     _info(quiet)(f"emulator stopped: {stats.frames_sent} frames sent, {stats.garbage_injected} garbage "
                  f"bursts, {stats.frames_corrupted} corrupted, {stats.disconnects} disconnects, "

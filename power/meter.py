@@ -89,8 +89,30 @@ def is_pyserial_url(port: str) -> bool:
     return bool(PYSERIAL_URL.match(port))
 
 
+NETWORK_SCHEMES = ("socket", "rfc2217")
+URL_HINT = ("give a device path such as /dev/ttyUSB0 or a pyserial URL "
+            "(socket://host:port, rfc2217://host:port, loop://)")
+
+
+def check_port_url(port: str) -> None:
+    """A network URL needs a host and a port in range; pyserial would say so in its own words."""
+    scheme = port.partition("://")[0].lower()
+    if scheme not in NETWORK_SCHEMES:
+        return
+    from urllib.parse import urlsplit  # deferred: only network meters need it
+
+    try:
+        parts = urlsplit(port)
+        number = parts.port
+    except ValueError:
+        number = None
+    if not parts.hostname or number is None or number == 0:
+        raise EdgeError(f"cannot open {port}: {scheme}:// needs a host and a port from 1 to 65535", URL_HINT)
+
+
 def open_serial_port(port: str, baudrate: int, timeout_s: float):
     """Open `port` 8N1; every failure becomes a one-line EdgeError that says what to do."""
+    check_port_url(port)
     try:
         ser = serial.serial_for_url(port, baudrate=baudrate, bytesize=serial.EIGHTBITS,
                                     parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE,
@@ -100,9 +122,7 @@ def open_serial_port(port: str, baudrate: int, timeout_s: float):
         ser.open()
         return ser
     except ValueError as exc:  # unknown URL scheme or bad setting
-        raise EdgeError(f"cannot open {port}: {exc}",
-                        "give a device path such as /dev/ttyUSB0 or a pyserial URL "
-                        "(socket://host:port, rfc2217://host:port, loop://)") from None
+        raise EdgeError(f"cannot open {port}: {exc}", URL_HINT) from None
     except (serial.SerialException, OSError) as exc:
         raise port_open_error(port, exc) from None
 

@@ -258,11 +258,11 @@ class Sampler:
         path = Path(self.csv_path)
         if path.parent and not path.parent.is_dir():
             raise EdgeError(f"cannot write {path}: no directory {path.parent}",
-                            "create the directory or choose another --out")
+                            "create the directory or write the samples elsewhere")
         try:
             self._csv = open(path, "w", newline="")
         except OSError as exc:
-            raise EdgeError(f"cannot write {path}: {exc.strerror}", "choose another --out") from None
+            raise EdgeError(f"cannot write {path}: {exc.strerror}", "write the samples to another file") from None
         self._csv.write(",".join(CSV_COLUMNS) + "\n")
         self._csv.flush()
 

@@ -19,6 +19,7 @@ import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from edge_slm.common.errors import EdgeError
+from edge_slm.common.files import require_file
 
 
 class PowerTrace:
@@ -179,22 +180,30 @@ class CpuLoadTrace(PowerTrace):
         return self.idle_w + (self.active_w - self.idle_w) * self.utilisation()
 
 
+def _non_negative(value: float) -> float:
+    """A trace's powers and times are finite and not negative; anything else is a ValueError."""
+    if not 0 <= value < float("inf"):  # nan fails too
+        raise ValueError(value)
+    return value
+
+
 def parse_trace(spec: str, *, idle_w: float = 2.0, active_w: float = 3.5,
                 follow_pid: Optional[int] = None) -> PowerTrace:
     kind, _, arg = spec.partition(":")
     try:
         if kind == "constant":
-            return ConstantTrace(float(arg) if arg else idle_w)
+            return ConstantTrace(_non_negative(float(arg) if arg else idle_w))
         if kind == "steps":
             steps = []
             for item in arg.split(","):
                 t, _, w = item.partition("=")
-                steps.append((float(t), float(w)))
+                steps.append((_non_negative(float(t)), _non_negative(float(w))))
             return StepTrace(steps)
     except ValueError:
         raise EdgeError(f"bad trace {spec!r}",
                         "e.g. constant:2.0, steps:0=2.0,5=3.5,10=2.0, file:trace.csv or cpu") from None
     if kind == "file" and arg:
+        require_file(arg, "trace", "--trace file:", "pass a CSV of time,watts rows")
         return FileTrace(arg)
     if kind == "cpu" and not arg:
         return CpuLoadTrace(idle_w, active_w, pid=follow_pid)

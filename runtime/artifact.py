@@ -139,6 +139,12 @@ def check_metadata(meta: Any, where: str = "metadata.json") -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise EdgeError(f"{where} lacks {', '.join(missing)}", "re-create the artifact with edge-convert")
+    shapes = {"graph": dict, "tokenizer": dict, "labels": list, "inputs": list, "outputs": list}
+    wrong = [k for k, kind in shapes.items() if not isinstance(meta[k], kind)]
+    wrong += [] if isinstance(meta.get("sequence") or {}, dict) else ["sequence"]
+    if wrong or not all(isinstance(i, dict) for i in meta["inputs"]):
+        raise EdgeError(f"{where} is damaged: {', '.join(wrong) or 'inputs'} has the wrong type",
+                        "re-create the artifact with edge-convert")
     roles = [i.get("role") for i in meta["inputs"]]
     unknown = [r for r in roles if r not in INPUT_ROLES]
     if unknown or "input_ids" not in roles:
@@ -148,8 +154,8 @@ def check_metadata(meta: Any, where: str = "metadata.json") -> dict:
         raise EdgeError(f"{where} has unknown quantization {meta['quantization']!r}",
                         f"one of {', '.join(QUANT_MODES)}")
     tok = meta["tokenizer"]
-    if not isinstance(tok, dict) or not isinstance(tok.get("max_seq_len"), int) or tok["max_seq_len"] <= 0:
-        raise EdgeError(f"{where} has no positive tokenizer.max_seq_len",
+    if type(tok.get("max_seq_len")) is not int or tok["max_seq_len"] < 2:  # [CLS] and [SEP] at least
+        raise EdgeError(f"{where} has no tokenizer.max_seq_len of 2 or more",
                         "re-create the artifact with edge-convert")
     return meta
 
@@ -290,7 +296,7 @@ def _parse_members(members: dict, path: Path):
         vocab_text = vocab_bytes.decode("utf-8")
         labels = (members[LABELS_FILE].decode("utf-8").splitlines() if LABELS_FILE in members
                   else [str(x) for x in metadata["labels"]])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise EdgeError(f"{path} has a damaged metadata zip ({type(e).__name__})",
                         "copy the file to the device again") from None
     if not vocab_text.strip():

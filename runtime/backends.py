@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from edge_slm.common.errors import EXIT_RUNTIME_REFUSED, EdgeError
+from edge_slm.common.native import captured_native_stderr
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,13 @@ def resolve_backend(name: str = "auto") -> Backend:
 
 
 def _import_backend(spec: BackendSpec) -> Backend:
+    # TensorFlow's C++ start-up lines (absl, oneDNN, CUDA stubs) would come before edge-run's own
+    quiet = captured_native_stderr() if spec.name == "tensorflow" else contextlib.nullcontext()
+    with quiet:
+        return _load_backend(spec)
+
+
+def _load_backend(spec: BackendSpec) -> Backend:
     try:
         interpreter_class = importlib.import_module(spec.module)
         for attribute in spec.interpreter.split("."):

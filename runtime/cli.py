@@ -18,7 +18,7 @@ from edge_slm.common.cli import (CONTEXT_SETTINGS, DEFAULT_IDLE_SECONDS, DEFAULT
                                  warn)
 from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, describe_caches, describe_emulator, new_document
 from edge_slm.common.errors import EdgeError
-from edge_slm.common.files import write_json
+from edge_slm.common.files import check_output_file, write_json
 from edge_slm.common.progress import Progress
 
 from .backends import BACKEND_CHOICES, DEFAULT_DELEGATE, DELEGATES
@@ -42,6 +42,8 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
     _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads, meter, port, baseline_seconds)
     if seq_len is not None and not bench:
         raise EdgeError("--seq-len sets the length --bench times", "add --bench, e.g. --bench --seq-len 32")
+    _check_dependent_options(bench, input_path, meter, runs, min_seconds, text_column, label_column, input_format,
+                             samples_csv)
     if seq_len is not None and seq_len < 2:
         raise EdgeError(f"--seq-len must be 2 or more ([CLS] and [SEP]), got {seq_len}", "e.g. --seq-len 32")
     dataset = read_dataset(input_path, text_column, label_column, input_format) if input_path else None
@@ -108,6 +110,20 @@ def _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads,
     check_meter_settings(meter, port, baseline_seconds)
     if meter and not bench:
         raise EdgeError("--meter measures energy during --bench", "add --bench")
+
+
+def _check_dependent_options(bench, input_path, meter, runs, min_seconds, text_column, label_column, input_format,
+                             samples_csv) -> None:
+    """An option that would be silently ignored is an error: the user meant something by it."""
+    needs = ((runs is not None and not bench, "--runs", "--bench"),
+             (min_seconds is not None and not bench, "--min-seconds", "--bench"),
+             (text_column is not None and not input_path, "--text-column", "--input"),
+             (label_column is not None and not input_path, "--label-column", "--input"),
+             (input_format is not None and not input_path, "--input-format", "--input"),
+             (samples_csv is not None and not meter, "--samples-csv", "--meter"))
+    for unused, option, needed in needs:
+        if unused:
+            raise EdgeError(f"{option} applies only with {needed}", f"add {needed}, or drop {option}")
 
 
 def _predictions_summary(predictions: list) -> dict:
@@ -301,6 +317,8 @@ def command(model_path, texts, input_path, text_column, label_column, input_form
     """Run a BERT-family .tflite: predict, evaluate accuracy, benchmark latency, memory and energy."""
     if as_json and as_jsonl:
         raise EdgeError("--json and --jsonl exclude each other", "pick one")
+    if output_path is not None:
+        check_output_file(output_path, "--output")  # before the run, not after it
     on_prediction = (lambda row: click.echo(json.dumps(row, ensure_ascii=False))) if as_jsonl else None
     try:
         doc = run(model_path, texts=texts, input_path=input_path, text_column=text_column,
@@ -309,10 +327,10 @@ def command(model_path, texts, input_path, text_column, label_column, input_form
                   meter=meter, port=port, baseline_seconds=baseline_seconds, samples_csv=samples_csv,
                   show_progress=not quiet, on_prediction=on_prediction, seq_len=seq_len)
     except RunInterrupted as interrupted:
-        if output_path:  # what was finished is kept, marked "interrupted": true
+        if output_path is not None:  # what was finished is kept, marked "interrupted": true
             write_json(output_path, interrupted.document)
         raise
-    if output_path:
+    if output_path is not None:
         write_json(output_path, doc)
     if as_json:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))

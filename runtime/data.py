@@ -20,6 +20,7 @@ from edge_slm.common.files import require_file
 from .artifact import sha256_hex
 
 FORMATS = ("plain", "tsv", "csv", "jsonl")
+MAX_INPUT_BYTES = 256 << 20  # SST-2's whole training set is 4 MB
 TEXT_COLUMN_NAMES = ("text", "sentence", "sentence1", "review", "content", "document", "query")
 LABEL_COLUMN_NAMES = ("label", "labels", "target", "class", "y", "sentiment")
 _EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "plain"}
@@ -76,13 +77,21 @@ def read_dataset(path, text_column: Column = None, label_column: Column = None,
 
 
 def _read_bytes(path, source: str, flag: str) -> bytes:
+    """The whole input, refused past MAX_INPUT_BYTES: a stream without end (a device, `yes |`) must
+    not grow until the kernel kills the process."""
     if source == "<stdin>":
-        return sys.stdin.buffer.read()
-    p = require_file(path, "input file", flag, "pass a text, TSV, CSV or JSONL file")
-    try:
-        return p.read_bytes()
-    except OSError as e:
-        raise EdgeError(f"cannot read {p}: {e.strerror or e}", "check the file's permissions") from None
+        raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    else:
+        p = require_file(path, "input file", flag, "pass a text, TSV, CSV or JSONL file", pipes_ok=True)
+        try:
+            with open(p, "rb") as f:
+                raw = f.read(MAX_INPUT_BYTES + 1)
+        except OSError as e:
+            raise EdgeError(f"cannot read {p}: {e.strerror or e}", "check the file's permissions") from None
+    if len(raw) > MAX_INPUT_BYTES:
+        raise EdgeError(f"{source} is larger than {MAX_INPUT_BYTES >> 20} MiB of text",
+                        "split it into smaller files")
+    return raw
 
 
 def _detect_format(source: str, text: str) -> str:
@@ -112,6 +121,7 @@ def _read_delimited(source, text, fmt, text_column, label_column) -> Dataset:
     delimiter = "\t" if fmt == "tsv" else ","
     # TSV (GLUE style) never quotes: a stray '"' is part of the text.
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    csv.field_size_limit(MAX_INPUT_BYTES)  # a long text is a long text (128 KB by default), as in plain input
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     ds = Dataset(source=source, format=fmt)
     text_index = label_index = None
@@ -181,6 +191,8 @@ def _read_jsonl(source, text, fmt, text_column, label_column) -> Dataset:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise EdgeError(f"{source}:{number} is not valid JSON ({e.msg})", "one JSON object per line") from None
+        except RecursionError:
+            raise EdgeError(f"{source}:{number} is nested too deeply", "one flat JSON object per line") from None
         if not isinstance(record, dict):
             raise EdgeError(f"{source}:{number} is not a JSON object", "one JSON object per line")
         if text_key is None:

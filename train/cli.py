@@ -15,7 +15,7 @@ from typing import Optional
 
 import click
 
-from edge_slm.common.cli import CONTEXT_SETTINGS, output_options, run_click
+from edge_slm.common.cli import CONTEXT_SETTINGS, FINITE, output_options, run_click
 from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY
 from edge_slm.common.errors import EXIT_INTERRUPTED, EdgeError
 from edge_slm.common.files import prepare_out_dir, write_json
@@ -38,17 +38,18 @@ COMPARE_REPORT_FILE = "train_compare.json"
               help="Stop after this many optimizer steps (overrides --epochs; --compare: default "
                    f"{DEFAULT_COMPARE_STEPS}).")
 @click.option("--batch-size", type=int, help=f"Examples per step (default 32; --compare {COMPARE_BATCH_SIZE}).")
-@click.option("--learning-rate", "--lr", "learning_rate", type=float, default=3e-5, show_default=True,
+@click.option("--learning-rate", "--lr", "learning_rate", type=FINITE, default=3e-5, show_default=True,
               help="Peak learning rate (Adam).")
-@click.option("--warmup-ratio", type=float, default=0.1, show_default=True,
+@click.option("--warmup-ratio", type=FINITE, default=0.1, show_default=True,
               help="Share of the steps with a linearly rising learning rate; then linear decay to 0.")
 @click.option("--seq-len", type=int,
               help=f"Tokens per example (default: the registry's, else 128; --compare {COMPARE_SEQ_LEN}).")
 @click.option("--max-train-examples", type=int, help="Train on a seeded random subset of at most N examples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Fixes init, subset, data order and dropout.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Fixes init, subset, data order and dropout.")
 @click.option("--eval-every", type=int, default=DEFAULT_EVAL_EVERY, show_default=True,
               help="Evaluate on --dev and write a checkpoint every N steps (and at the end).")
-@click.option("--target-accuracy", type=float, help="Report the time to reach this dev accuracy (a fraction).")
+@click.option("--target-accuracy", type=FINITE, help="Report the time to reach this dev accuracy (a fraction).")
 @click.option("--text-column", help="Text column name or 0-based index (default: auto).")
 @click.option("--label-column", help="Label column name or index (default: auto).")
 @click.option("--random-init", is_flag=True, help="Random weights (architecture from the registry or config.json).")

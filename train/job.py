@@ -74,6 +74,9 @@ def train(model: str, train_path, dev_path, out_dir, *, epochs: int = 1, max_ste
     out = prepare_out_dir(out_dir)
     checkpoint = last_checkpoint(out)
     if resume and checkpoint is None:
+        if (out / "config.json").exists():
+            raise EdgeError(f"--resume: the training in {out} already finished (its model is there)",
+                            "train into another -o directory to train again")
         raise EdgeError(f"--resume: {out} holds no complete checkpoint to continue from",
                         "start the training without --resume")
     if not resume and (checkpoint is not None or (out / "config.json").exists()):
@@ -86,9 +89,24 @@ def train(model: str, train_path, dev_path, out_dir, *, epochs: int = 1, max_ste
     src = resolve_source(model, load_registry(registry_files))
     labels = label_names(train_set, dev_set, src.labels)
     log = StageLog(enabled=show_progress)
-    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")) if resume else None
+    state = read_state(checkpoint) if resume else None
     job = TrainJob(src, settings, labels, train_set, dev_set, out, random_init, log, state, checkpoint)
     return job.run()
+
+
+def read_state(checkpoint: Path) -> dict:
+    """The checkpoint's trainer state, or one line saying it is damaged."""
+    path = checkpoint / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(state, dict) and isinstance(state.get("fingerprint"), dict)
+                and isinstance(state.get("step"), int) and isinstance(state.get("initial_weights"), dict)):
+            raise ValueError("not a trainer state")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise EdgeError(f"--resume: {path} is damaged ({e.__class__.__name__})",
+                        f"remove {checkpoint} to resume from the checkpoint before it, or train into a new -o "
+                        "directory") from None
+    return state
 
 
 class TrainJob:

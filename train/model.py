@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional
@@ -132,8 +133,13 @@ class Trainer:
         return [v.numpy() for v in self.optimizer.variables]
 
     def restore_optimizer(self, path: Path) -> None:
-        with np.load(path) as saved:
-            arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+            raise EdgeError(f"{path} is damaged ({e.__class__.__name__})",
+                            f"remove {path.parent} to resume from the checkpoint before it, or train into a new "
+                            "-o directory") from None
         variables = self.optimizer.variables
         if len(arrays) != len(variables) or any(a.shape != tuple(v.shape) for a, v in zip(arrays, variables)):
             raise EdgeError(f"{path} does not fit this model's optimizer",

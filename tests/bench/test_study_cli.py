@@ -58,6 +58,13 @@ def test_missing_output_option(bench, tiny_dynamic):
     (["--min-accuracy", "90"], "--min-accuracy 90 is outside 0..1"),
     (["--max-latency-ms", "-5"], "--max-latency-ms must be positive"),
     (["--data", "no-such-data.tsv"], "no-such-data.tsv"),
+    (["--data", "/dev/zero"], "/dev/zero is not a regular file"),  # each run reads it again: no pipes either
+    (["--threads", "99999999999"], "is not an integer from 1 to 1024"),
+    (["--min-seconds", "nan"], "'nan' is not a finite number"),
+    (["--timeout", "inf"], "'inf' is not a finite number"),
+    (["--meter", "um25c", "--port", "socket://localhost:99999"], "socket:// needs a host and a port"),
+    (["--device", "ssh://pi:99999"], "bad --device 'ssh://pi:99999'"),
+    (["--device", "@pi"], "bad --device '@pi'"),
 ])
 def test_bad_options_are_one_line_before_any_run(bench, tiny_dynamic, tmp_path, args, message):
     code, _, err = bench(tiny_dynamic, "-o", tmp_path / "study", *args)
@@ -80,6 +87,17 @@ def test_happy_path_then_rerun_needs_resume(bench, tiny_dynamic, tmp_path):
     assert code == 2 and "already holds 1 run(s)" in error_line(err, "edge-bench") and "--resume" in err
     code, stdout, err = bench(tiny_dynamic, "-o", out, "--runs", "5", "--warmup", "1", "--threads", "1", "--resume")
     assert code == 0 and "resuming: 1 of 1 runs already finished" in err and "report:" in stdout
+
+
+def test_a_study_in_which_no_run_finished_is_an_error(bench, tmp_path):
+    """A script or CI must not read 'nothing measured' as success."""
+    not_a_model = tmp_path / "plain.tflite"
+    not_a_model.write_bytes(b"\0\0\0\0TFL3 and then nothing")
+    out = tmp_path / "study"
+    code, stdout, err = bench(not_a_model, "-o", out, "--runs", "2", "--warmup", "0", "--threads", "1", "-q")
+    line = error_line(err, "edge-bench")
+    assert code == 2 and "none of the 1 run(s) finished" in line and str(out / "results.jsonl") in line
+    assert "no recommendation" in stdout and (out / "report.md").is_file()  # the report still tells why
 
 
 def test_help_names_both_commands(bench):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import click
 import pytest
 
 from edge_slm.bench.cli import main as bench_main
-from edge_slm.common.cli import run_click
+from edge_slm.common.cli import FINITE, run_click
 from edge_slm.common.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUNTIME_REFUSED, EXIT_VALIDATION_FAILED,
                                     EdgeError)
 from edge_slm.convert.cli import main as convert_main
@@ -40,6 +42,11 @@ def test_usage_errors_are_one_line_with_a_hint(prog, main, cli_caller):
     code, _, err = cli_caller(main)("--no-such-option")
     line = error_line(err, prog)
     assert code == EXIT_BAD_INPUT and "--no-such-option" in line
+
+
+def test_edge_power_without_a_command_is_one_line(cli_caller):
+    code, _, err = cli_caller(power_main)()
+    assert code == EXIT_BAD_INPUT and "no command given" in error_line(err, "edge-power")
 
 
 def test_edge_power_errors_name_the_program(cli_caller):
@@ -77,7 +84,7 @@ def test_sigint_and_sigterm_exit_130_after_cleanup(stop, capsys):
 
     assert run_click(command, [], "edge-test") == EXIT_INTERRUPTED
     assert cleaned == [True]
-    assert capsys.readouterr().err.strip() == "edge-test: interrupted"
+    assert capsys.readouterr().err == "edge-test: interrupted\n"  # one line: no blank line before it off a terminal
 
 
 def test_edge_errors_keep_their_exit_code(capsys):
@@ -87,3 +94,59 @@ def test_edge_errors_keep_their_exit_code(capsys):
 
     assert run_click(command, [], "edge-test") == EXIT_RUNTIME_REFUSED
     assert capsys.readouterr().err.strip() == "edge-test: error: the runtime refused the graph (hint: re-convert it)"
+
+
+@pytest.mark.parametrize("failure,expected", [
+    (RecursionError("maximum recursion depth exceeded while decoding a JSON array"), "nested too deeply"),
+    (OSError(36, "File name too long", "a" * 300), "File name too long"),
+    (MemoryError(), "out of memory"),
+])
+def test_what_the_environment_refuses_is_one_line_not_a_traceback(failure, expected, capsys):
+    @click.command()
+    def command():
+        raise failure
+
+    assert run_click(command, [], "edge-test") == EXIT_BAD_INPUT
+    assert expected in error_line(capsys.readouterr().err, "edge-test")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_float_options_refuse_values_that_are_not_finite(value, capsys):
+    @click.command()
+    @click.option("--seconds", type=FINITE)
+    def command(seconds):
+        raise AssertionError("not reached")
+
+    assert run_click(command, ["--seconds", value], "edge-test") == EXIT_BAD_INPUT
+    assert "not a finite number" in error_line(capsys.readouterr().err, "edge-test")
+
+
+_PRINTER = """
+import sys, click
+from edge_slm.common.cli import FINITE, run_click
+@click.command()
+def command():
+    for i in range(200_000):
+        click.echo(f"line {i}")
+sys.exit(run_click(command, [], "edge-test"))
+"""
+
+
+def test_a_full_stdout_is_one_error_line(tmp_path):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", _PRINTER], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert done.returncode == EXIT_BAD_INPUT
+    assert "No space left on device" in error_line(done.stderr, "edge-test")
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`edge-run ... | head -1`: exit 0 and nothing on stderr (click's main would exit 1)."""
+    child = subprocess.Popen([sys.executable, "-c", _PRINTER], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.readline()
+    child.stdout.close()
+    try:
+        _, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 0 and err == b""

@@ -57,6 +57,20 @@ def test_directory_without_config(convert_cli, tmp_path):
     assert_one_line_error(code, err, "has no config.json")
 
 
+@pytest.mark.parametrize("fields,message", [
+    ({"hidden_size": 30, "num_attention_heads": 7}, "hidden_size 30 does not split into 7 attention heads"),
+    ({"hidden_size": -8}, "hidden_size must be a positive integer, got -8"),
+    ({"hidden_size": "big"}, "hidden_size must be a positive integer, got 'big'"),
+    ({"num_hidden_layers": True}, "num_hidden_layers must be a positive integer, got True"),
+    ({"max_position_embeddings": 1}, "max_position_embeddings 1 leaves no room"),
+])
+def test_config_values_transformers_would_refuse_with_a_traceback(convert_cli, tiny_dir, tmp_path, fields, message):
+    config = json.loads((tiny_dir / "config.json").read_text())
+    (tiny_dir / "config.json").write_text(json.dumps({**config, **fields}))
+    code, _, err = convert_cli(tiny_dir, "--random-init", "-q", "-o", tmp_path / "out")
+    assert_one_line_error(code, err, message, "config.json")
+
+
 def test_directory_without_weights(convert_cli, tiny_dir, tmp_path):
     code, _, err = convert_cli(tiny_dir, "-o", tmp_path / "out")
     assert_one_line_error(code, err, "has no weights", "--random-init")

@@ -65,6 +65,7 @@ def test_a_user_file_adds_an_entry_without_code(tmp_path):
     (TINY_ENTRY.replace('seq_len = 16', 'seq_len = true'), "'seq_len' should be a int"),
     (TINY_ENTRY.replace('seq_len = 16', 'seq_len = 16\ncolour = "red"'), "unknown keys colour"),
     (TINY_ENTRY.replace('["neg", "pos"]', '["only"]'), "at least two"),
+    (TINY_ENTRY.replace('["neg", "pos"]', '["pos", "pos"]'), "names a class twice"),
     (TINY_ENTRY.replace('model_type = "bert"\n', ''), "lacks model_type"),
     (TINY_ENTRY + '\n[tiny.reference]\naccuracy = 88.6\n', "fraction"),
 ])

@@ -116,6 +116,18 @@ def test_metadata_from_a_newer_format_is_refused(tiny_fp32, tmp_path):
         fmt.check_metadata(dict(art.metadata, inputs=[{"name": "x", "role": "pixels"}]))
 
 
+@pytest.mark.parametrize("damage,message", [
+    ({"graph": None}, "graph has the wrong type"), ({"inputs": "input_ids"}, "inputs has the wrong type"),
+    ({"inputs": [1, 2]}, "inputs has the wrong type"), ({"sequence": "dynamic"}, "sequence has the wrong type"),
+    ({"tokenizer": {"max_seq_len": 1}}, "max_seq_len of 2 or more"),
+    ({"tokenizer": {"max_seq_len": True}}, "max_seq_len of 2 or more"),
+])
+def test_hand_edited_metadata_of_the_wrong_shape_is_one_error(tiny_fp32, damage, message):
+    art = read_artifact(tiny_fp32)
+    with pytest.raises(EdgeError, match=message):
+        fmt.check_metadata(dict(art.metadata, **damage))
+
+
 def test_writer_refuses_a_hash_that_does_not_match(tiny_fp32, tmp_path):
     art = read_artifact(tiny_fp32)
     meta = json.loads(json.dumps(art.metadata))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -88,6 +89,43 @@ def test_missing_input_file(run_cli, tiny_dynamic, tmp_path):
 def test_unwritable_output(run_cli, tiny_dynamic, tmp_path):
     assert_one_line_error(*run_cli("--model", tiny_dynamic, "--text", "x", "--output", tmp_path / "no" / "r.json"),
                           "does not exist")
+
+
+@pytest.mark.parametrize("target,message", [("", "--output is empty"), ("fifo", "is not a regular file"),
+                                            ("/dev/null", "is not a regular file")])
+def test_output_that_is_not_a_file_path_is_refused_before_the_run(run_cli, tiny_dynamic, tmp_path, target, message):
+    """As root, renaming a result over /dev/null would have replaced the device."""
+    if target == "fifo":
+        target = tmp_path / "fifo"
+        os.mkfifo(target)
+    assert_one_line_error(*run_cli("--model", tiny_dynamic, "--text", "x", "--output", target), message)
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_a_model_path_that_is_a_pipe_is_refused_not_waited_on(run_cli, tmp_path):
+    fifo = tmp_path / "model.tflite"
+    os.mkfifo(fifo)
+    assert_one_line_error(*run_cli("--model", fifo, "--text", "x"), "is not a regular file")
+
+
+@pytest.mark.parametrize("flags,message", [(["--bench", "--min-seconds", "nan"], "'nan' is not a finite number"),
+                                           (["--bench", "--threads", "99999999999"], "--threads must be 1 to 1024")])
+def test_numbers_the_interpreter_cannot_take(run_cli, tiny_dynamic, flags, message):
+    assert_one_line_error(*run_cli("--model", tiny_dynamic, *flags), message)
+
+
+@pytest.mark.parametrize("flags,message", [(["--text", "x", "--runs", "5"], "--runs applies only with --bench"),
+                                           (["--text", "x", "--text-column", "1"], "--text-column applies only with --input"),
+                                           (["--bench", "--samples-csv", "s.csv"], "--samples-csv applies only with --meter")])
+def test_an_option_that_would_be_ignored_is_an_error(run_cli, tiny_dynamic, flags, message):
+    assert_one_line_error(*run_cli("--model", tiny_dynamic, *flags), message)
+
+
+def test_a_tsv_text_longer_than_csv_default_field_limit_is_read(run_cli, tiny_dynamic, tmp_path):
+    long_row = tmp_path / "long.tsv"
+    long_row.write_text("text\tlabel\n" + "word " * 40_000 + "\t1\n")  # 200 KB in one field
+    code, _, err = run_cli("--model", tiny_dynamic, "--input", long_row, "--json")
+    assert code == 0, err
 
 
 def test_nothing_to_do(run_cli, tiny_dynamic):

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from edge_slm.common.errors import EdgeError
 from edge_slm.train.cli import main
 
 from tests.conftest import error_line
@@ -27,6 +28,7 @@ def assert_one_line_error(code, err, *fragments, exit_code=2):
 
 
 def write(path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -160,6 +162,29 @@ def test_existing_model_is_not_overwritten(train_cli, tmp_path, train_file, dev)
 def test_resume_without_a_checkpoint(train_cli, tmp_path, train_file, dev):
     code, _, err = run_train(train_cli, tmp_path, train_file, dev, "--resume")
     assert_one_line_error(code, err, "holds no complete checkpoint")
+    write(tmp_path / "out" / "config.json", json.dumps({"model_type": "bert"}))  # a finished training's model
+    code, _, err = run_train(train_cli, tmp_path, train_file, dev, "--resume")
+    assert_one_line_error(code, err, "already finished")
+
+
+@pytest.mark.parametrize("state", ["{bad", "[]", json.dumps({"step": 3})])
+def test_resume_from_a_damaged_trainer_state(train_cli, tmp_path, train_file, dev, state):
+    write(tmp_path / "out" / "checkpoint-3" / "trainer_state.json", state)
+    code, _, err = run_train(train_cli, tmp_path, train_file, dev, "--resume")
+    assert_one_line_error(code, err, "trainer_state.json is damaged", "checkpoint-3")
+
+
+def test_resume_from_a_damaged_optimizer_file(tmp_path):
+    from edge_slm.train.model import Trainer  # imports TensorFlow; the check itself needs no model
+
+    damaged = write(tmp_path / "checkpoint-3" / "optimizer.npz", "not a zip")
+    with pytest.raises(EdgeError, match="optimizer.npz is damaged"):
+        Trainer.restore_optimizer(None, damaged)
+
+
+def test_seed_beyond_numpy_range(train_cli, tmp_path, train_file, dev):
+    code, _, err = run_train(train_cli, tmp_path, train_file, dev, "--seed", str(2**32))
+    assert_one_line_error(code, err, "Invalid value for '--seed'")
 
 
 def test_output_directory_is_a_file(train_cli, tmp_path, train_file, dev):
