@@ -106,9 +106,9 @@ class StudySettings:
                 raise EdgeError(f"unknown meter {self.meter!r}", f"one of {', '.join(METER_NAMES)}")
             if port_here:
                 check_port_url(self.port)
-            if port_here and "://" not in self.port and not os.path.exists(self.port):
-                raise EdgeError(f"meter port {self.port} does not exist",
-                                "check the device path (edge-power list shows serial ports and emulators)")
+                if "://" not in self.port and not os.path.exists(self.port):
+                    raise EdgeError(f"meter port {self.port} does not exist",
+                                    "check the device path (edge-power list shows serial ports and emulators)")
         if self.data is not None:
             # every run reads it again, so a pipe would serve only the first
             require_file(self.data, "data file", "--data", "pass a text, TSV, CSV or JSONL file")

@@ -114,7 +114,7 @@ def run_click(command, argv=None, prog_name: str = "edge-slm") -> int:
     try:
         with command.make_context(prog_name, args) as ctx:
             command.invoke(ctx)
-        _flush_stdout()
+        sys.stdout.flush()  # a full or closed stdout surfaces here, in the handlers below, not at exit
         return 0
     except EdgeError as e:
         _error(prog_name, e.one_line())
@@ -154,14 +154,6 @@ def run_click(command, argv=None, prog_name: str = "edge-slm") -> int:
 
 def _error(prog_name: str, text: str) -> None:
     click.echo(f"{prog_name}: error: {text}", err=True)
-
-
-def _flush_stdout() -> None:
-    """Surface a full or closed stdout here, as an error or a closed pipe, not at exit."""
-    try:
-        sys.stdout.flush()
-    except ValueError:  # already closed
-        pass
 
 
 def _stdout_failed() -> bool:
