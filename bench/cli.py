@@ -108,6 +108,8 @@ def device_specs(names, ports) -> list:
               help=f"Interpreter(s), comma-separated: {', '.join(BACKEND_CHOICES)}.")
 @loop_options
 @meter_options
+@click.option("--seq-len", type=click.IntRange(min=2), help="Plain .tflite files (no edge-slm metadata) whose "
+              "graph takes any length: time random requests of this many tokens.")
 @click.option("--baseline", is_flag=True, help="Also time each artifact's source model in TensorFlow fp32 "
                                                "(tf.function) at the same threads: host only.")
 @click.option("--baseline-eager", is_flag=True, help="Also time the source models in TF eager mode.")
@@ -121,7 +123,7 @@ def device_specs(names, ports) -> list:
 @constraint_options
 @output_options
 def study_command(artifacts, out_dir, data, threads_text, backend_text, runs, min_seconds, warmup, meter, port,
-                  baseline_seconds, baseline, baseline_eager, resume, retry_busy, timeout, no_report,
+                  baseline_seconds, seq_len, baseline, baseline_eager, resume, retry_busy, timeout, no_report,
                   device_names, ssh_config, accept_new_host_key, device_extra, device_dir, device_python,
                   offline_device, device_ports, meter_on, quiet,
                   max_latency_ms, latency_stat, max_memory_mb, max_energy_mj, min_accuracy, as_json):
@@ -140,7 +142,7 @@ def study_command(artifacts, out_dir, data, threads_text, backend_text, runs, mi
                                               offline=offline_device))
     outcome = run_study(artifacts, out_dir, threads=threads, backends=backends, baseline_modes=modes,
                         settings=settings, resume=resume, retry_busy=retry_busy, write_report=not no_report,
-                        constraints=constraints, devices=devices, fleet=fleet,
+                        constraints=constraints, devices=devices, fleet=fleet, seq_len=seq_len,
                         on_progress=(lambda m: None) if quiet else _progress)
     if outcome.report is None:
         click.echo(f"results: {outcome.results_path}")

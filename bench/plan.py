@@ -16,6 +16,7 @@ from edge_slm.power.meter import check_port_url
 from edge_slm.power.session import METER_NAMES
 from edge_slm.runtime.artifact import read_artifact
 from edge_slm.runtime.backends import BACKEND_CHOICES
+from edge_slm.runtime.engine import graph_takes_any_length
 from edge_slm.runtime.data import read_dataset
 
 ARTIFACT = "artifact"
@@ -131,12 +132,12 @@ class PlannedRun:
     # With --data: None = each text at its own length, N = every request padded to N (the artifact's
     # longest); without --data there is one run, at the longest (no key suffix).
     lengths: Optional[str] = None  # None (no --data) | "own" | "max"
-    seq_len: Optional[int] = None  # the --seq-len of a "max" run
+    seq_len: Optional[int] = None  # the --seq-len of a "max" run, or of a plain graph that takes any length
 
     @property
     def key(self) -> str:
         where = f"device={self.device}|" if self.device else ""
-        suffix = f"|len={self.lengths}" if self.lengths else ""
+        suffix = f"|len={self.lengths}" if self.lengths else (f"|seq={self.seq_len}" if self.seq_len else "")
         if self.kind == BASELINE:
             return f"{where}{BASELINE}|{self.source}|{self.mode}|threads={self.threads}{suffix}"
         graph = f"|graph={self.graph_sha256[:16]}" if self.graph_sha256 else ""
@@ -145,7 +146,8 @@ class PlannedRun:
     def describe(self) -> str:
         name = Path(self.artifact).name
         where = f" on {self.device}" if self.device else ""
-        at = {"own": ", the data's own lengths", "max": f", padded to {self.seq_len}"}.get(self.lengths, "")
+        at = {"own": ", the data's own lengths", "max": f", padded to {self.seq_len}"}.get(
+            self.lengths, f", {self.seq_len} tokens" if self.seq_len else "")
         if self.kind == BASELINE:
             return f"TF fp32 {self.mode} baseline of {name}, {self.threads} thread(s){at}{where}"
         return f"{name}, {self.threads} thread(s), backend {self.backend}{at}{where}"
@@ -188,16 +190,19 @@ def artifact_metadata(path: str) -> Optional[dict]:
 
 def plan_runs(artifacts: Iterable, threads: Iterable, backends: Iterable = ("auto",),
               baseline_modes: Iterable = (), warn: Callable[[str], None] = lambda message: None,
-              with_data: bool = False) -> list:
+              with_data: bool = False, plain_seq_len: Optional[int] = None) -> list:
     """Every artifact x threads x backend, each followed by its source model's TF baselines
     (once per source, mode and thread count) so that the two are measured close in time. With
-    data, each of those twice: at the texts' own lengths and padded to the artifact's longest."""
+    data, each of those twice: at the texts' own lengths and padded to the artifact's longest.
+    A plain .tflite (no metadata) whose graph takes any length runs random requests of
+    `plain_seq_len` tokens: nothing else says how long they are."""
     paths = check_artifacts(artifacts)
     modes = list(baseline_modes)
     unknown = [m for m in modes if m not in BASELINE_MODES]
     if unknown:
         raise EdgeError(f"unknown baseline mode {unknown[0]!r}", f"one of {', '.join(BASELINE_MODES)}")
     metadata = {path: artifact_metadata(path) for path in paths}
+    plain_lengths = _plain_lengths([path for path, meta in metadata.items() if meta is None], plain_seq_len)
     if modes:
         for path, meta in metadata.items():
             if meta is None:
@@ -206,7 +211,7 @@ def plan_runs(artifacts: Iterable, threads: Iterable, backends: Iterable = ("aut
     for thread_count in threads:
         for path in paths:
             meta = metadata[path]
-            lengths = _lengths(meta, with_data)
+            lengths = _lengths(meta, with_data) if meta else plain_lengths[path]
             for backend in backends:
                 for at in lengths:
                     planned.append(PlannedRun(ARTIFACT, path, thread_count, backend, takes_text=meta is not None,
@@ -220,6 +225,22 @@ def plan_runs(artifacts: Iterable, threads: Iterable, backends: Iterable = ("aut
                         seen.add(run.key)
                         planned.append(run)
     return planned
+
+
+def _plain_lengths(plain_paths: list, seq_len: Optional[int]) -> dict:
+    """path -> the runs' lengths of each plain .tflite: its own fixed shape, or `seq_len` tokens."""
+    lengths, takers = {}, []
+    for path in plain_paths:
+        if graph_takes_any_length(path):
+            if seq_len is None:
+                raise EdgeError(f"{Path(path).name} takes any sequence length and, without edge-slm metadata, "
+                                "does not say its longest", "pass --seq-len N, e.g. --seq-len 128")
+            takers.append(path)
+        lengths[path] = [{"seq_len": seq_len}] if path in takers else [{}]
+    if seq_len is not None and not takers:
+        raise EdgeError("--seq-len applies only to plain .tflite files whose graph takes any length; none is given",
+                        "drop --seq-len: edge-slm artifacts name their longest, and --data times the texts' own")
+    return lengths
 
 
 def _lengths(meta: Optional[dict], with_data: bool) -> list:

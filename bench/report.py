@@ -528,6 +528,10 @@ def _per_device_sections(summaries: list, devices: list) -> list:
         section = _results_section(mine)
         section[0] = f"## Results on {device}"
         lines += section
+        lengths = _lengths_section(mine)
+        if lengths:
+            lengths[0] += f" on {device}"
+        lines += lengths
         if not any(s.kind == BASELINE for s in mine):
             lines += [f"No TF baseline on {device}: its edge-slm has no host extra (TensorFlow), and a baseline "
                       "measured on another machine is no baseline.", ""]

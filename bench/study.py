@@ -65,7 +65,7 @@ def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = Non
               settings: StudySettings = StudySettings(), resume: bool = False, retry_busy: bool = False,
               write_report: bool = True,
               constraints: Optional["Constraints"] = None, python: str = sys.executable,
-              devices: Iterable = (), fleet: Optional[FleetOptions] = None,
+              devices: Iterable = (), fleet: Optional[FleetOptions] = None, seq_len: Optional[int] = None,
               on_progress: Callable[[str], None] = lambda message: None) -> StudyOutcome:
     """Run the study into out_dir/results.jsonl, then write the report there.
 
@@ -75,13 +75,14 @@ def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = Non
     with exit code 130 after the finished runs are safely on disk.
 
     devices (fleet.DeviceSpec): run on those boards over SSH instead of here (fleet.py), all at
-    once; a device that failed is an EdgeError naming it, raised after the report is written."""
+    once; a device that failed is an EdgeError naming it, raised after the report is written.
+    seq_len: the length of the random requests for plain .tflite files that take any length."""
     devices = list(devices)
     if devices:
         return _run_on_devices(artifacts, out_dir, devices, fleet or FleetOptions(), threads=threads,
                                backends=list(backends), baseline_modes=list(baseline_modes), settings=settings,
                                resume=resume, retry_busy=retry_busy, write_report=write_report,
-                               constraints=constraints, on_progress=on_progress)
+                               constraints=constraints, seq_len=seq_len, on_progress=on_progress)
     settings.check()
     if settings.meter_on != "device":
         raise EdgeError("--meter-on workstation is for boards: here, the meter is read where the run is",
@@ -93,7 +94,8 @@ def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = Non
                         "run --baseline on the host (pip install 'edge-slm[host]'), or drop --baseline on the device")
     threads = list(threads) if threads else [default_threads()]
     planned = plan_runs(artifacts, threads, list(backends), baseline_modes,
-                        warn=lambda m: on_progress(f"warning: {m}"), with_data=settings.data is not None)
+                        warn=lambda m: on_progress(f"warning: {m}"), with_data=settings.data is not None,
+                        plain_seq_len=seq_len)
     out = prepare_out_dir(out_dir)
     results_path = out / RESULTS_FILE
     if retry_busy and not resume:
@@ -122,7 +124,7 @@ def run_study(artifacts: Iterable, out_dir, *, threads: Optional[Iterable] = Non
 
 def _run_on_devices(artifacts, out_dir, devices: list, fleet: FleetOptions, *, threads, backends: list,
                     baseline_modes: list, settings: StudySettings, resume: bool, retry_busy: bool,
-                    write_report: bool, constraints, on_progress) -> StudyOutcome:
+                    write_report: bool, constraints, seq_len: Optional[int], on_progress) -> StudyOutcome:
     settings.check(port_here=settings.meter_on == "workstation")
     settings = settings.effective()
     artifacts = check_artifacts(artifacts)
@@ -145,7 +147,9 @@ def _run_on_devices(artifacts, out_dir, devices: list, fleet: FleetOptions, *, t
         if baseline_modes and not modes:
             on_progress(f"warning: no TF baseline on {spec.destination}: its edge-slm has no host extra "
                         "(--device-extra device,host installs TensorFlow there)")
-        runs = [replace(run, device=spec.destination) for run in plan_runs(artifacts, counts, backends, modes)]
+        runs = [replace(run, device=spec.destination)
+                for run in plan_runs(artifacts, counts, backends, modes, with_data=settings.data is not None,
+                                     plain_seq_len=seq_len)]
         todo = [run for run in runs if run.key not in done]
         outcome.planned += len(runs)
         outcome.skipped += len(runs) - len(todo)

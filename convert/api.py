@@ -117,10 +117,10 @@ def convert(source: str, quant_modes: Iterable = ("dynamic",), seq_len: Optional
     if AUTO_FLOAT_LAYERS in int8_float_layers and len(int8_float_layers) > 1:
         raise EdgeError(f"--int8-float-layers {AUTO_FLOAT_LAYERS} chooses the group itself and takes no other",
                         f"--int8-float-layers {AUTO_FLOAT_LAYERS}, or a list of {', '.join(FLOAT_LAYER_GROUPS)}")
-    out = prepare_out_dir(out_dir)
     src = resolve_source(source, load_registry(registry_files))
     file_texts = read_text_file(calibration) if calibration else None
     data_texts = read_text_file(data, "--data") if data else None
+    out = prepare_out_dir(out_dir)  # after the inputs' checks: a refused run leaves no folder behind
     log = progress or StageLog(enabled=False)
     job = _Job(src, modes, seq_len, out, random_init, file_texts, compat_target, validate,
                (validation_samples, calibration_samples),
@@ -188,6 +188,9 @@ class _Job:
         spec: ArchitectureSpec = self.src.spec
         limit = self.src.config.get("max_position_embeddings", 512)
         seq_len = self.seq_len or min(self.src.default_seq_len, limit if isinstance(limit, int) else 512)
+        if not self.seq_len and seq_len < self.src.default_seq_len:  # the default, not the user's: say so
+            self.log.note(self.name, f"sequence length {seq_len}, the model's max_position_embeddings "
+                                     f"(the default {self.src.default_seq_len} is longer)")
         self._check_positions(seq_len)
         vocab, vocab_origin = read_vocab(self.src.directory)
         settings = tokenizer_settings(self.src.directory)

@@ -101,6 +101,10 @@ def _entry(path: Path, name: str, table) -> RegistryEntry:
         raise EdgeError(f"{where}: 'seq_len' should be at least 2 ([CLS] and [SEP])", hint)
     if not isinstance(table["config"].get("model_type"), str):
         raise EdgeError(f"{where}: [{name}.config] lacks model_type", hint)
+    positions = table["config"].get("max_position_embeddings")
+    if isinstance(positions, int) and not isinstance(positions, bool) and table["seq_len"] > positions:
+        raise EdgeError(f"{where}: 'seq_len' {table['seq_len']} exceeds the model's max_position_embeddings "
+                        f"({positions})", f"set seq_len = {positions} or less")
     reference = table.get("reference")
     if reference is not None:
         accuracy = reference.get("accuracy")

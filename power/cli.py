@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import click
+from click.core import ParameterSource
 
 from edge_slm.common.cli import CONTEXT_SETTINGS, FINITE, output_options, run_click
 from edge_slm.common.errors import EdgeError
@@ -219,6 +220,25 @@ def _check_emulate_settings(*, noise_w, bus_voltage, line_rate, drop_bytes, garb
             raise EdgeError(message, hint)
 
 
+def _check_emulate_combination(ctx: click.Context, trace_spec: str, protocol: str) -> None:
+    """Options that the chosen trace or protocol would ignore: an error rather than a silent no-op."""
+    def given(name: str) -> bool:  # set by the user, not click's default
+        return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+
+    cpu_trace = trace_spec == "cpu"
+    needs = [(given(name) and not cpu_trace, option, "--trace cpu")
+             for name, option in (("active_w", "--active-w"), ("follow_pid", "--follow-pid"))]
+    # a bare "constant" trace runs at --idle-w too
+    needs.append((given("idle_w") and trace_spec not in ("cpu", "constant", "constant:"), "--idle-w",
+                  "--trace cpu or a bare --trace constant"))
+    needs += [(given(name) and protocol != "line", option, "--protocol line")
+              for name, option in (("line_format", "--line-format"), ("line_rate", "--line-rate"))]
+    needs.append((given("reconnect_after") and not given("disconnect_at"), "--reconnect-after", "--disconnect-at"))
+    for unused, option, needed in needs:
+        if unused:
+            raise EdgeError(f"{option} applies only with {needed}", f"add {needed}, or drop {option}")
+
+
 @cli.command(help="Emulate a meter on a pseudo-terminal, driven by a power trace, with optional faults.")
 @click.option("--protocol", type=click.Choice(EMULATED_PROTOCOLS), default="um25c",
               show_default=True)
@@ -227,7 +247,7 @@ def _check_emulate_settings(*, noise_w, bus_voltage, line_rate, drop_bytes, garb
 @click.option("--idle-w", type=FINITE, default=2.0, show_default=True, help="cpu trace: power at idle.")
 @click.option("--active-w", type=FINITE, default=3.5, show_default=True,
               help="cpu trace: power with every core busy.")
-@click.option("--follow-pid", type=int, default=None,
+@click.option("--follow-pid", type=click.IntRange(min=1), default=None,
               help="cpu trace: follow this process's CPU load instead of the machine's.")
 @click.option("--noise-w", type=FINITE, default=0.02, show_default=True, help="Gaussian noise on power.")
 @click.option("--bus-voltage", type=FINITE, default=5.1, show_default=True)
@@ -251,6 +271,7 @@ def _check_emulate_settings(*, noise_w, bus_voltage, line_rate, drop_bytes, garb
 def emulate(protocol, trace_spec, idle_w, active_w, follow_pid, noise_w, bus_voltage, seed,
             line_format, line_rate, refresh_s, baud, drop_bytes, garbage, stalls, disconnect_at,
             reconnect_after, link, duration, stats_out, as_json, quiet) -> None:
+    _check_emulate_combination(click.get_current_context(), trace_spec, protocol)
     _check_emulate_settings(noise_w=noise_w, bus_voltage=bus_voltage, line_rate=line_rate, drop_bytes=drop_bytes,
                             garbage=garbage, duration=duration, disconnect_at=disconnect_at,
                             reconnect_after=reconnect_after)

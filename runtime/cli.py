@@ -46,6 +46,8 @@ def run(model_path, *, texts=(), input_path=None, text_column=None, label_column
                              samples_csv)
     if seq_len is not None and seq_len < 2:
         raise EdgeError(f"--seq-len must be 2 or more ([CLS] and [SEP]), got {seq_len}", "e.g. --seq-len 32")
+    if samples_csv is not None:
+        check_output_file(samples_csv, "--samples-csv")  # before the run: samples are written as they come
     dataset = read_dataset(input_path, text_column, label_column, input_format) if input_path else None
     model = load_model(model_path, backend=backend, threads=threads, delegate=delegate)
     doc = new_document()

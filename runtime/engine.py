@@ -97,7 +97,7 @@ class Model:
         self.labels = list(artifact.labels)
         self.tokenizer = None
         details = interpreter.get_input_details()
-        self.dynamic = any(-1 in [int(x) for x in d["shape_signature"]] for d in details)
+        self.dynamic = takes_any_length(details)
         self.seq_len = self._longest_sequence(details)
         self.slots = self._input_slots(details)
         self.output_index = self._output_index()
@@ -296,6 +296,20 @@ def _roles_by_tensor_name(metadata: dict, details: list) -> dict:
     if missing:
         raise EdgeError(f"graph inputs {missing} have no role in the metadata", "re-create the artifact")
     return roles
+
+
+def takes_any_length(input_details: list) -> bool:
+    """A length-aware graph: an input dimension of -1 in its shape signature."""
+    return any(-1 in [int(x) for x in d["shape_signature"]] for d in input_details)
+
+
+def graph_takes_any_length(path, backend: str = "auto") -> Optional[bool]:
+    """Whether a .tflite's graph takes any sequence length; None when it does not load here (its run
+    will say why)."""
+    try:
+        return takes_any_length(open_interpreter(resolve_backend(backend), model_path=path).get_input_details())
+    except EdgeError:
+        return None
 
 
 def load_model(path, backend: str = "auto", threads: Optional[int] = None, verify: bool = True,

@@ -145,6 +145,22 @@ def test_two_boards_one_study_then_nothing_is_provisioned_or_pushed_again(boards
     assert not processes_of(boards.home("board-a")) and not processes_of(boards.home("board-b"))
 
 
+def test_data_on_a_board_is_timed_at_its_own_lengths_and_padded_as_here(boards, tiny_dynamic, tmp_path):
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\na gorgeous film\t1\na dull film\t0\nfine\t1\n")
+    code, _, err = edge_bench(tiny_dynamic, "--device", "board-a", "--ssh-config", boards.ssh_config, "--data", data,
+                              *FAST, "-o", tmp_path / "study", "-q")
+    assert code == 0, err
+    rows = read_rows(tmp_path / "study" / "results.jsonl")
+    assert [(r["device"], r["lengths"], r["status"]) for r in rows] == [("board-a", "own", "ok"),
+                                                                        ("board-a", "max", "ok")]
+    own, padded = (r["result"]["benchmark"]["sequence"] for r in rows)
+    assert own["lengths"] == "own length" and own["run_length"]["max"] == 5  # [CLS] a gorgeous film [SEP]
+    assert padded["lengths"] == "padded to 16" and padded["run_length"]["min"] == 16
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert "## At the data's own lengths and at the longest on board-a" in report
+
+
 def test_a_meter_read_here_while_the_board_runs(boards, meters, tiny_dynamic, tmp_path):
     code, _, err = edge_bench(tiny_dynamic, "--device", "board-a", "--ssh-config", boards.ssh_config,
                               "--meter", "um25c", "--port", meters[0], "--meter-on", "workstation",

@@ -211,7 +211,7 @@ def test_plan_orders_each_artifact_next_to_its_baseline(tiny_dynamic, tiny_fp32,
     plain.write_bytes(read_artifact(tiny_dynamic).read_graph())
     warnings = []
     planned = plan_runs([tiny_dynamic, tiny_fp32, plain, tiny_dynamic], [1, 2], ["auto"], ["tf.function"],
-                        warn=warnings.append)
+                        warn=warnings.append, plain_seq_len=8)
     kinds = [(Path(r.artifact).name, r.kind, r.threads) for r in planned]
     assert kinds == [(tiny_dynamic.name, "artifact", 1), (tiny_dynamic.name, "tf-baseline", 1),
                      (tiny_fp32.name, "artifact", 1), ("plain.tflite", "artifact", 1),
@@ -221,6 +221,26 @@ def test_plan_orders_each_artifact_next_to_its_baseline(tiny_dynamic, tiny_fp32,
     assert warnings == ["no TF baseline for plain.tflite: it has no edge-slm metadata naming its source model"]
     assert len({r.key for r in planned}) == len(planned)
     json.dumps([r.key for r in planned])  # keys are plain strings, stored in results.jsonl
+
+
+def test_a_plain_graph_that_takes_any_length_runs_at_the_length_given(tiny_dynamic, tiny_artifacts, tmp_path):
+    plain = tmp_path / "plain.tflite"
+    plain.write_bytes(read_artifact(tiny_dynamic).read_graph())  # no metadata: nothing names its longest
+    with pytest.raises(EdgeError, match="plain.tflite takes any sequence length") as caught:
+        plan_runs([plain], [1])
+    assert caught.value.hint == "pass --seq-len N, e.g. --seq-len 128"
+    plain_fixed = tmp_path / "plain-fixed.tflite"
+    plain_fixed.write_bytes(read_artifact(tiny_artifacts["fixed-fp32"]).read_graph())
+    with pytest.raises(EdgeError, match="--seq-len applies only to plain .tflite files whose graph takes any"):
+        plan_runs([tiny_dynamic, plain_fixed], [1], plain_seq_len=8)  # it would change no run
+    planned = plan_runs([plain, plain_fixed, tiny_dynamic], [1], plain_seq_len=8)
+    assert [(Path(r.artifact).name, r.seq_len) for r in planned] == [
+        ("plain.tflite", 8), ("plain-fixed.tflite", None), (tiny_dynamic.name, None)]
+    assert planned[0].key.endswith("|seq=8") and "8 tokens" in planned[0].describe()
+    outcome = run_study([plain], tmp_path / "study", threads=[1], settings=FAST, seq_len=8)
+    (row,) = outcome.rows
+    assert row["status"] == "ok", row["error"]
+    assert row["result"]["benchmark"]["sequence"]["run_length"]["max"] == 8
 
 
 def test_data_runs_every_artifact_and_baseline_at_own_lengths_and_padded(tiny_dynamic, tmp_path):

@@ -69,6 +69,17 @@ def test_config_values_transformers_would_refuse_with_a_traceback(convert_cli, t
     (tiny_dir / "config.json").write_text(json.dumps({**config, **fields}))
     code, _, err = convert_cli(tiny_dir, "--random-init", "-q", "-o", tmp_path / "out")
     assert_one_line_error(code, err, message, "config.json")
+    assert not (tmp_path / "out").exists()  # refused before the output folder is made
+
+
+def test_a_default_length_past_the_positions_is_said(convert_cli, tiny_dir, tmp_path):
+    # 64 positions against the default 128: the length is the model's, and the log says so. The
+    # vocab check right after stops the (otherwise long) conversion.
+    config = json.loads((tiny_dir / "config.json").read_text())
+    (tiny_dir / "config.json").write_text(json.dumps({**config, "vocab_size": 3}))
+    code, _, err = convert_cli(tiny_dir, "--random-init", "-o", tmp_path / "out")
+    assert "sequence length 64, the model's max_position_embeddings (the default 128 is longer)" in err
+    assert_one_line_error(code, err, "the vocabulary has 6 tokens but the model embeds only 3")
 
 
 def test_directory_without_weights(convert_cli, tiny_dir, tmp_path):

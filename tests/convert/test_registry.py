@@ -67,6 +67,7 @@ def test_a_user_file_adds_an_entry_without_code(tmp_path):
     (TINY_ENTRY.replace('["neg", "pos"]', '["only"]'), "at least two"),
     (TINY_ENTRY.replace('["neg", "pos"]', '["pos", "pos"]'), "names a class twice"),
     (TINY_ENTRY.replace('model_type = "bert"\n', ''), "lacks model_type"),
+    (TINY_ENTRY + 'max_position_embeddings = 8\n', "'seq_len' 16 exceeds the model's max_position_embeddings (8)"),
     (TINY_ENTRY + '\n[tiny.reference]\naccuracy = 88.6\n', "fraction"),
 ])
 def test_bad_registry_files_are_one_line_errors(tmp_path, text, message):

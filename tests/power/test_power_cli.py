@@ -90,7 +90,18 @@ def test_record_writes_labelled_csv_and_summary(um25c, tmp_path, capsys):
     (["emulate", "--duration", "0"], "edge-power: error: --duration must be positive"),
     (["emulate", "--trace", "constant:-5"], "edge-power: error: bad trace 'constant:-5'"),
     (["emulate", "--trace", "file:/dev/zero"], "edge-power: error: /dev/zero is not a regular file"),
-    (["emulate", "--line-rate", "0"], "edge-power: error: --line-rate must be positive"),
+    (["emulate", "--protocol", "line", "--line-rate", "0"], "edge-power: error: --line-rate must be positive"),
+    # options the trace or protocol would ignore
+    (["emulate", "--follow-pid", "1"], "edge-power: error: --follow-pid applies only with --trace cpu"),
+    (["emulate", "--trace", "steps:0=2", "--active-w", "4"], "edge-power: error: --active-w applies only with "
+                                                            "--trace cpu"),
+    (["emulate", "--trace", "constant:2", "--idle-w", "1"], "edge-power: error: --idle-w applies only with "
+                                                           "--trace cpu or a bare --trace constant"),
+    (["emulate", "--line-rate", "5"], "edge-power: error: --line-rate applies only with --protocol line"),
+    (["emulate", "--line-format", "csv:power[W]"], "edge-power: error: --line-format applies only with "
+                                                   "--protocol line"),
+    (["emulate", "--reconnect-after", "2"], "edge-power: error: --reconnect-after applies only with --disconnect-at"),
+    (["emulate", "--trace", "cpu", "--follow-pid", "0"], "edge-power: error: Invalid value for '--follow-pid'"),
     (["emulate", "--drop-bytes", "2"], "edge-power: error: --drop-bytes is a probability"),
     (["emulate", "--stall", "1:-5"], "edge-power: error: bad --stall '1:-5'"),
     (["emulate", "--link", "nodir/tty"], "edge-power: error: --link: directory nodir does not exist"),

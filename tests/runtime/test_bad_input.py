@@ -121,6 +121,15 @@ def test_an_option_that_would_be_ignored_is_an_error(run_cli, tiny_dynamic, flag
     assert_one_line_error(*run_cli("--model", tiny_dynamic, *flags), message)
 
 
+@pytest.mark.parametrize("target,message", [("/dev/full", "--samples-csv /dev/full is not a regular file"),
+                                            ("nodir/s.csv", "--samples-csv: directory nodir does not exist")])
+def test_a_samples_csv_that_cannot_take_the_samples_is_refused_before_the_run(run_cli, tiny_dynamic, target,
+                                                                               message):
+    # before the meter's port is opened or any inference made: no run wasted on a path
+    flags = ["--bench", "--meter", "um25c", "--port", "/dev/ttyEDGE-absent", "--samples-csv", target]
+    assert_one_line_error(*run_cli("--model", tiny_dynamic, *flags), message)
+
+
 def test_a_tsv_text_longer_than_csv_default_field_limit_is_read(run_cli, tiny_dynamic, tmp_path):
     long_row = tmp_path / "long.tsv"
     long_row.write_text("text\tlabel\n" + "word " * 40_000 + "\t1\n")  # 200 KB in one field
