@@ -229,15 +229,14 @@ def plan_runs(artifacts: Iterable, threads: Iterable, backends: Iterable = ("aut
 
 def _plain_lengths(plain_paths: list, seq_len: Optional[int]) -> dict:
     """path -> the runs' lengths of each plain .tflite: its own fixed shape, or `seq_len` tokens."""
-    lengths, takers = {}, []
+    lengths = {}
     for path in plain_paths:
-        if graph_takes_any_length(path):
-            if seq_len is None:
-                raise EdgeError(f"{Path(path).name} takes any sequence length and, without edge-slm metadata, "
-                                "does not say its longest", "pass --seq-len N, e.g. --seq-len 128")
-            takers.append(path)
-        lengths[path] = [{"seq_len": seq_len}] if path in takers else [{}]
-    if seq_len is not None and not takers:
+        any_length = graph_takes_any_length(path)
+        if any_length and seq_len is None:
+            raise EdgeError(f"{Path(path).name} takes any sequence length and, without edge-slm metadata, "
+                            "does not say its longest", "pass --seq-len N, e.g. --seq-len 128")
+        lengths[path] = [{"seq_len": seq_len}] if any_length else [{}]
+    if seq_len is not None and [{"seq_len": seq_len}] not in lengths.values():
         raise EdgeError("--seq-len applies only to plain .tflite files whose graph takes any length; none is given",
                         "drop --seq-len: edge-slm artifacts name their longest, and --data times the texts' own")
     return lengths

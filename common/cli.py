@@ -93,6 +93,14 @@ def check_meter_settings(meter: Optional[str], port: Optional[str], baseline_sec
                         "measure at least a second of idle power, e.g. --baseline-seconds 3")
 
 
+def refuse_unused_options(needs) -> None:
+    """(unused, option, needed) triples: an option the rest of the command line would ignore is an
+    error, not a silent no-op (the user meant something by it)."""
+    for unused, option, needed in needs:
+        if unused:
+            raise EdgeError(f"{option} applies only with {needed}", f"add {needed}, or drop {option}")
+
+
 def warn(message: str) -> None:
     click.echo(message if message.startswith("warning: ") else f"warning: {message}", err=True)
 

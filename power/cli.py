@@ -19,7 +19,7 @@ from typing import Optional
 import click
 from click.core import ParameterSource
 
-from edge_slm.common.cli import CONTEXT_SETTINGS, FINITE, output_options, run_click
+from edge_slm.common.cli import CONTEXT_SETTINGS, FINITE, output_options, refuse_unused_options, run_click
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import atomic_write_text, check_output_file
 
@@ -234,9 +234,7 @@ def _check_emulate_combination(ctx: click.Context, trace_spec: str, protocol: st
     needs += [(given(name) and protocol != "line", option, "--protocol line")
               for name, option in (("line_format", "--line-format"), ("line_rate", "--line-rate"))]
     needs.append((given("reconnect_after") and not given("disconnect_at"), "--reconnect-after", "--disconnect-at"))
-    for unused, option, needed in needs:
-        if unused:
-            raise EdgeError(f"{option} applies only with {needed}", f"add {needed}, or drop {option}")
+    refuse_unused_options(needs)
 
 
 @cli.command(help="Emulate a meter on a pseudo-terminal, driven by a power trace, with optional faults.")

@@ -14,8 +14,8 @@ from typing import Optional
 import click
 
 from edge_slm.common.cli import (CONTEXT_SETTINGS, DEFAULT_IDLE_SECONDS, DEFAULT_WARMUP, check_loop_settings,
-                                 check_meter_settings, loop_options, meter_options, output_options, run_click,
-                                 warn)
+                                 check_meter_settings, loop_options, meter_options, output_options,
+                                 refuse_unused_options, run_click, warn)
 from edge_slm.common.documents import RANDOM_WEIGHTS_ACCURACY, describe_caches, describe_emulator, new_document
 from edge_slm.common.errors import EdgeError
 from edge_slm.common.files import check_output_file, write_json
@@ -116,16 +116,12 @@ def _check_options(texts, input_path, bench, runs, min_seconds, warmup, threads,
 
 def _check_dependent_options(bench, input_path, meter, runs, min_seconds, text_column, label_column, input_format,
                              samples_csv) -> None:
-    """An option that would be silently ignored is an error: the user meant something by it."""
-    needs = ((runs is not None and not bench, "--runs", "--bench"),
-             (min_seconds is not None and not bench, "--min-seconds", "--bench"),
-             (text_column is not None and not input_path, "--text-column", "--input"),
-             (label_column is not None and not input_path, "--label-column", "--input"),
-             (input_format is not None and not input_path, "--input-format", "--input"),
-             (samples_csv is not None and not meter, "--samples-csv", "--meter"))
-    for unused, option, needed in needs:
-        if unused:
-            raise EdgeError(f"{option} applies only with {needed}", f"add {needed}, or drop {option}")
+    refuse_unused_options(((runs is not None and not bench, "--runs", "--bench"),
+                           (min_seconds is not None and not bench, "--min-seconds", "--bench"),
+                           (text_column is not None and not input_path, "--text-column", "--input"),
+                           (label_column is not None and not input_path, "--label-column", "--input"),
+                           (input_format is not None and not input_path, "--input-format", "--input"),
+                           (samples_csv is not None and not meter, "--samples-csv", "--meter")))
 
 
 def _predictions_summary(predictions: list) -> dict:
