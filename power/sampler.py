@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from edge_slm.common.errors import EdgeError
+from edge_slm.common.files import check_output_file
 
 from .emulated_ports import emulated_port_info
 from .meter import MeterDisconnected, Sample, create_meter
@@ -119,6 +120,8 @@ class Sampler:
         Sampling runs in a background thread, or on a virtual clock (emulator.VirtualClock)
         whenever something sleeps on that clock.
         """
+        if self.csv_path:  # before the meter opens: a run must not find out at its end
+            check_output_file(self.csv_path, "the samples CSV")
         self._identity = self._port_identity()
         self.driver.open()
         first = self.driver.probe(self.probe_timeout_s)
@@ -256,9 +259,6 @@ class Sampler:
         if not self.csv_path:
             return
         path = Path(self.csv_path)
-        if path.parent and not path.parent.is_dir():
-            raise EdgeError(f"cannot write {path}: no directory {path.parent}",
-                            "create the directory or write the samples elsewhere")
         try:
             self._csv = open(path, "w", newline="")
         except OSError as exc:

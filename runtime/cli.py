@@ -88,7 +88,7 @@ def _run_into(doc, model, texts, dataset, bench, runs, min_seconds, warmup, mete
         if model.dynamic and not model.metadata and seq_len is None:
             raise EdgeError(f"{model.artifact.path} takes any sequence length and, without edge-slm metadata, "
                             "does not say its longest", "pass --seq-len N, e.g. --seq-len 128")
-        model.sequence.pad_every_request_to(seq_len or (None if bench_texts else model.seq_len))
+        model.pad_every_request_to(seq_len or (None if bench_texts else model.seq_len))
         if dataset is not None and bench_texts and runs is None and min_seconds is None:
             runs = len(bench_texts)  # the file's texts, each once, in order
         progress = Progress("bench", total=runs, seconds=min_seconds, enabled=None if show_progress else False)

@@ -174,6 +174,17 @@ class Model:
                             "no vocabulary, so it cannot take text", "use --bench (random inputs), or "
                             "convert the model with edge-convert")
 
+    def pad_every_request_to(self, length: Optional[int]) -> None:
+        """Run every request at `length` tokens (None: each at its own, for a length-aware graph). A plain
+        .tflite that takes any length names no longest: its buffers grow to the length asked, and the
+        graph itself says at invoke whether it runs that long."""
+        if length is not None and self.dynamic and not self.metadata and length > self.seq_len:
+            self.seq_len = length
+            self.slots = self._input_slots(self.interpreter.get_input_details())
+            self.buffers = {slot.role: slot.buffer for slot in self.slots}
+            self.sequence = SequenceBuffers(self.buffers, self.dynamic)
+        self.sequence.pad_every_request_to(length)
+
     def prepare(self, text: str) -> int:
         """Tokenize `text` into the input buffers; returns the number of real tokens."""
         return self.sequence.prepare(self.tokenizer, text)
@@ -235,7 +246,8 @@ class Model:
             interpreter.invoke()
         except RuntimeError as e:
             first = next((line for line in str(e).splitlines() if line.strip()), "no message")
-            raise EdgeError(f"inference failed in {self.backend.name} {self.backend.version}: {first}",
+            raise EdgeError(f"inference failed at {length} tokens in {self.backend.name} {self.backend.version}: "
+                            f"{first}",
                             "check that the inputs fit the graph (vocabulary size, sequence length)",
                             exit_code=EXIT_RUNTIME_REFUSED) from None
         return interpreter.get_tensor(self.output_index)

@@ -37,7 +37,7 @@ SHORT_LEN, FIXED_LEN = 25, 128
 
 def steady_ms(model, length: int, seconds: float = 1.0) -> float:
     """Mean ms per inference at `length` tokens, after one warm-up inference, over ~`seconds`."""
-    model.sequence.pad_every_request_to(length)
+    model.pad_every_request_to(length)
     model.fill_random(np.random.default_rng(0))
     model.run_prepared()
     runs, start = 0, time.perf_counter()

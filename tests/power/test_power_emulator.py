@@ -139,6 +139,14 @@ def test_port_coming_back_is_reopened_and_every_sample_sent_is_stored(tmp_path):
     assert summary.emulated
 
 
+def test_a_samples_csv_that_cannot_be_written_is_refused_before_the_meter_opens(tmp_path):
+    for csv_path, says in ((tmp_path / "missing" / "s.csv", "does not exist"), (tmp_path, "is a directory")):
+        sampler, port, clock = virtual_sampler(sampler_options={"csv_path": str(csv_path)})
+        with pytest.raises(EdgeError, match=says):
+            sampler.start()
+        assert not sampler.driver.is_open and port.stats.frames_sent == 0
+
+
 def test_lost_port_path_now_leading_elsewhere_is_not_opened(monkeypatch):
     """A lost pty's path reused by another emulator (or anything else) is never reopened."""
     serving = {"pid": 111, "pid_start_time": "1", "instance": "first"}

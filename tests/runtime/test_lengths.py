@@ -38,7 +38,7 @@ def test_own_length_logits_equal_the_padded_logits_for_bert(tiny_fp32):
     tests/convert/test_lengths.py)."""
     model = load_model(tiny_fp32)
     own = model.logits([SHORT, LONGER])
-    model.sequence.pad_every_request_to(TINY_SEQ_LEN)
+    model.pad_every_request_to(TINY_SEQ_LEN)
     padded = model.logits([SHORT, LONGER])
     assert model.length == TINY_SEQ_LEN
     np.testing.assert_allclose(own, padded, atol=1e-5)

@@ -155,6 +155,13 @@ def test_plain_tflite_bench_uses_random_inputs(run_cli, tiny_dynamic, tmp_path):
     doc = json.loads(out)
     assert doc["benchmark"]["inputs"] == "random" and doc["model"]["metadata"] is None
     assert doc["benchmark"]["sequence"]["run_length"]["max"] == 16
+    # nothing names its longest, so the graph decides: past the length it was converted at (16) it runs,
+    # past its 64 positions it fails with one line (not edge-run's own 128-token buffers)
+    code, out, err = run_cli("--model", plain, "--bench", "--runs", "3", "--json", "-q", "--seq-len", "40")
+    assert code == 0, err
+    assert json.loads(out)["benchmark"]["sequence"]["run_length"]["max"] == 40
+    code, _, err = run_cli("--model", plain, "--bench", "--runs", "3", "-q", "--seq-len", "200")
+    assert code != 0 and "200" in error_line(err, "edge-run") and "128" not in error_line(err, "edge-run")
 
 
 def test_progress_bar_only_on_a_tty(tmp_path):
