@@ -22,6 +22,7 @@ import click
 from edge_slm.common.cli import CONTEXT_SETTINGS, FINITE, loop_options, meter_options, output_options, run_click, warn
 from edge_slm.common.errors import EdgeError
 from edge_slm.runtime.backends import BACKEND_CHOICES
+from edge_slm.runtime.engine import PLAIN_GRAPH_LONGEST
 
 from .devices import DEFAULT_DEVICE_DIR, DEVICE_EXTRAS, DeviceOptions
 from .fleet import DeviceSpec, FleetOptions
@@ -108,7 +109,7 @@ def device_specs(names, ports) -> list:
               help=f"Interpreter(s), comma-separated: {', '.join(BACKEND_CHOICES)}.")
 @loop_options
 @meter_options
-@click.option("--seq-len", type=click.IntRange(min=2), help="Plain .tflite files (no edge-slm metadata) whose "
+@click.option("--seq-len", type=click.IntRange(min=2, max=PLAIN_GRAPH_LONGEST), help="Plain .tflite files (no edge-slm metadata) whose "
               "graph takes any length: time random requests of this many tokens.")
 @click.option("--baseline", is_flag=True, help="Also time each artifact's source model in TensorFlow fp32 "
                                                "(tf.function) at the same threads: host only.")

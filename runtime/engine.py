@@ -29,6 +29,9 @@ from .work import MacCounter
 from edge_slm.common.errors import EXIT_RUNTIME_REFUSED, EdgeError
 
 DEFAULT_SEQ_LEN = 128
+# A plain graph that takes any length names no longest; BERT-family position tables hold 512 rows, and
+# past that a resize would only ask for attention arenas that grow with the square of the length.
+PLAIN_GRAPH_LONGEST = 512
 
 
 @dataclass
@@ -179,6 +182,10 @@ class Model:
         .tflite that takes any length names no longest: its buffers grow to the length asked, and the
         graph itself says at invoke whether it runs that long."""
         if length is not None and self.dynamic and not self.metadata and length > self.seq_len:
+            if length > PLAIN_GRAPH_LONGEST:
+                raise EdgeError(f"--seq-len {length} is past {PLAIN_GRAPH_LONGEST}, the longest edge-run runs a plain "
+                                "graph at (BERT-family position tables hold 512)",
+                                f"pass --seq-len {PLAIN_GRAPH_LONGEST} or less")
             self.seq_len = length
             self.slots = self._input_slots(self.interpreter.get_input_details())
             self.buffers = {slot.role: slot.buffer for slot in self.slots}

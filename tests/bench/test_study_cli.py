@@ -65,6 +65,7 @@ def test_missing_output_option(bench, tiny_dynamic):
     (["--meter", "um25c", "--port", "socket://localhost:99999"], "socket:// needs a host and a port"),
     (["--device", "ssh://pi:99999"], "bad --device 'ssh://pi:99999'"),
     (["--device", "@pi"], "bad --device '@pi'"),
+    (["--seq-len", "513"], "513 is not in the range 2<=x<=512"),
 ])
 def test_bad_options_are_one_line_before_any_run(bench, tiny_dynamic, tmp_path, args, message):
     code, _, err = bench(tiny_dynamic, "-o", tmp_path / "study", *args)

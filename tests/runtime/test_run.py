@@ -162,6 +162,8 @@ def test_plain_tflite_bench_uses_random_inputs(run_cli, tiny_dynamic, tmp_path):
     assert json.loads(out)["benchmark"]["sequence"]["run_length"]["max"] == 40
     code, _, err = run_cli("--model", plain, "--bench", "--runs", "3", "-q", "--seq-len", "200")
     assert code != 0 and "200" in error_line(err, "edge-run") and "128" not in error_line(err, "edge-run")
+    code, _, err = run_cli("--model", plain, "--bench", "--runs", "3", "-q", "--seq-len", "100000")
+    assert code == 2 and "past 512" in error_line(err, "edge-run")  # refused, not an arena of tens of GB
 
 
 def test_progress_bar_only_on_a_tty(tmp_path):
