@@ -109,8 +109,9 @@ def device_specs(names, ports) -> list:
               help=f"Interpreter(s), comma-separated: {', '.join(BACKEND_CHOICES)}.")
 @loop_options
 @meter_options
-@click.option("--seq-len", type=click.IntRange(min=2, max=PLAIN_GRAPH_LONGEST), help="Plain .tflite files (no edge-slm metadata) whose "
-              "graph takes any length: time random requests of this many tokens.")
+@click.option("--seq-len", type=click.IntRange(min=2, max=PLAIN_GRAPH_LONGEST),
+              help="Plain .tflite files (no edge-slm metadata) whose graph takes any length: time random requests "
+                   "of this many tokens.")
 @click.option("--baseline", is_flag=True, help="Also time each artifact's source model in TensorFlow fp32 "
                                                "(tf.function) at the same threads: host only.")
 @click.option("--baseline-eager", is_flag=True, help="Also time the source models in TF eager mode.")
