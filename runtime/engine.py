@@ -102,10 +102,8 @@ class Model:
         details = interpreter.get_input_details()
         self.dynamic = takes_any_length(details)
         self.seq_len = self._longest_sequence(details)
-        self.slots = self._input_slots(details)
+        self._make_buffers(details)
         self.output_index = self._output_index()
-        self.buffers = {slot.role: slot.buffer for slot in self.slots}
-        self.sequence = SequenceBuffers(self.buffers, self.dynamic)
         self.length = int(details[0]["shape"][-1])  # what the interpreter is allocated for
         self.resizes = 0
         self.resize_seconds = 0.0
@@ -131,6 +129,12 @@ class Model:
             raise EdgeError(f"{self.artifact.path}: metadata max_seq_len {max_len} != graph input length "
                             f"{graph_len}", "re-create the artifact with edge-convert")
         return max_len
+
+    def _make_buffers(self, details: list) -> None:
+        """Input slots and their arrays, `seq_len` tokens long."""
+        self.slots = self._input_slots(details)
+        self.buffers = {slot.role: slot.buffer for slot in self.slots}
+        self.sequence = SequenceBuffers(self.buffers, self.dynamic)
 
     def _input_slots(self, details: list) -> list:
         roles = _roles_by_tensor_name(self.metadata, details) if self.metadata else {}
@@ -187,9 +191,7 @@ class Model:
                                 "graph at (BERT-family position tables hold 512)",
                                 f"pass --seq-len {PLAIN_GRAPH_LONGEST} or less")
             self.seq_len = length
-            self.slots = self._input_slots(self.interpreter.get_input_details())
-            self.buffers = {slot.role: slot.buffer for slot in self.slots}
-            self.sequence = SequenceBuffers(self.buffers, self.dynamic)
+            self._make_buffers(self.interpreter.get_input_details())
         self.sequence.pad_every_request_to(length)
 
     def prepare(self, text: str) -> int:
