@@ -133,7 +133,7 @@ class TFRunner:
         return self.sequence.length
 
     def prepare(self, text: str) -> int:
-        return self.sequence.prepare(self.tokenizer, text)
+        return self.sequence.prepare_ids(self.tokenizer, self.tokenizer.encode_ids(text, self.sequence.width))
 
     def run_prepared(self) -> np.ndarray:
         return self._call().numpy()

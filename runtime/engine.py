@@ -76,13 +76,18 @@ class SequenceBuffers:
                             f"got {length}", f"e.g. --seq-len {self.max_len}")
         self.pad_to = length
 
-    def prepare(self, tokenizer, text: str) -> int:
-        """Tokenize into the buffers; returns the number of real tokens."""
-        width = self.pad_to or self.max_len
+    @property
+    def width(self) -> int:
+        """How many tokens a request may have: the longest sequence, or the length every request pads to."""
+        return self.pad_to or self.max_len
+
+    def prepare_ids(self, tokenizer, ids: list) -> int:
+        """Write a request's token ids (at most `width`) into the buffers; returns the number of real tokens."""
+        width = self.width
         views = self._views.get(width)
         if views is None:
             views = self._views[width] = {role: array[:, :width] for role, array in self.full.items()}
-        tokens = tokenizer.encode_into(text, width, views)
+        tokens = tokenizer.fill(ids, views)
         self.length = self.pad_to or tokens
         return tokens
 
@@ -194,9 +199,18 @@ class Model:
             self._make_buffers(self.interpreter.get_input_details())
         self.sequence.pad_every_request_to(length)
 
+    def tokenize(self, text: str) -> list:
+        """`text`'s token ids as the next request takes them ([CLS] and [SEP] included, truncated to fit)."""
+        self.require_tokenizer()
+        return self.tokenizer.encode_ids(text, self.sequence.width)
+
     def prepare(self, text: str) -> int:
         """Tokenize `text` into the input buffers; returns the number of real tokens."""
-        return self.sequence.prepare(self.tokenizer, text)
+        return self.prepare_ids(self.tokenize(text))
+
+    def prepare_ids(self, ids: list) -> int:
+        """Token ids from `tokenize` into the input buffers; returns the number of real tokens."""
+        return self.sequence.prepare_ids(self.tokenizer, ids)
 
     def fill_random(self, rng: np.random.Generator) -> None:
         """Random inputs of the right dtype, as TFLite's benchmark_model does, at --seq-len or the longest."""
@@ -270,8 +284,11 @@ class Model:
         return np.stack(rows) if rows else np.zeros((0, len(self.labels)), np.float32)
 
     def predict_one(self, text: str) -> Prediction:
-        self.require_tokenizer()
-        tokens = self.prepare(text)
+        return self.predict_ids(self.tokenize(text))
+
+    def predict_ids(self, ids: list) -> Prediction:
+        """The prediction for token ids from `tokenize`."""
+        tokens = self.prepare_ids(ids)
         prediction = self.to_prediction(self.run_prepared())
         prediction.tokens = tokens
         return prediction

@@ -301,9 +301,15 @@ class WordPieceTokenizer:
             array = out.get(role)
             if array is not None and array.shape != (1, max_len):
                 raise ValueError(f"out[{role!r}] has shape {array.shape}, expected (1, {max_len})")
-        ids = self.encode_ids(text, max_len)
+        return self.fill(self.encode_ids(text, max_len), out)
+
+    def fill(self, ids: list, out: dict[str, np.ndarray]) -> int:
+        """Write ids from encode_ids (at most as many as the arrays are wide) into the (1, width) arrays in
+        `out`, padded; returns the number of real tokens."""
         n = len(ids)
         input_ids = out["input_ids"]
+        if n > input_ids.shape[-1]:
+            raise ValueError(f"{n} ids do not fit arrays of width {input_ids.shape[-1]}")
         input_ids[0, :n] = ids
         input_ids[0, n:] = self.pad_id
         attention_mask = out.get("attention_mask")

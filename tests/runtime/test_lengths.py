@@ -142,3 +142,64 @@ def test_seq_len_errors_are_one_line(tiny_fixed, tiny_dynamic, run_cli):
     assert code == 2 and "within 2..16" in error_line(err, "edge-run")
     code, _, err = run_cli("--model", str(tiny_dynamic), "--text", "fine", "--seq-len", "8")
     assert code == 2 and "--seq-len sets the length --bench times" in error_line(err, "edge-run")
+
+
+def _run_capturing_model(monkeypatch, path, **kwargs):
+    loaded = []
+
+    def load_and_keep(*args, **load_kwargs):
+        loaded.append(load_model(*args, **load_kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(cli, "load_model", load_and_keep)
+    return cli.run(path, show_progress=False, **kwargs), loaded[0]
+
+
+def test_a_file_runs_grouped_by_length_and_predicts_in_its_own_order(tiny_dynamic, tmp_path, monkeypatch):
+    texts = [SHORT, LONGER, SHORT_TOO, LONGER, SHORT]
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(t + "\n" for t in texts))
+    streamed = []
+    doc, model = _run_capturing_model(monkeypatch, tiny_dynamic, input_path=str(data), on_prediction=streamed.append)
+    # in file order 5 9 5 9 5 would re-plan five times (from the longest); grouped 5 5 5 9 9: twice
+    assert model.resizes == 2
+    assert [p["text"] for p in doc["predictions"]] == texts and streamed == doc["predictions"]
+    assert [p["line"] for p in doc["predictions"]] == [1, 2, 3, 4, 5]
+    alone = load_model(tiny_dynamic)
+    for row in doc["predictions"]:
+        assert row["logits"] == alone.predict_one(row["text"]).logits
+        assert row["tokens"] == token_count(alone, row["text"])
+        assert row["latency_ms"] > 0 and row["cpu_ms"] >= 0
+
+
+def test_windows_alternate_ascending_and_descending_so_a_window_starts_where_the_last_ended(
+        tiny_dynamic, tmp_path, monkeypatch):
+    texts = [LONGER, SHORT, SHORT_TOO, LONGER]  # windows of 2: (9, 5) runs 5 9; (5, 9) runs 9 5
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(t + "\n" for t in texts))
+    monkeypatch.setattr(cli, "LENGTH_GROUP_WINDOW", 2)
+    doc, model = _run_capturing_model(monkeypatch, tiny_dynamic, input_path=str(data))
+    assert model.resizes == 3  # 16 -> 5 -> 9 (-> 9) -> 5; ascending twice would re-plan 9 -> 5 -> 9: four
+    assert [p["text"] for p in doc["predictions"]] == texts
+
+
+def test_an_interrupt_in_a_window_keeps_its_finished_predictions_in_file_order(tiny_dynamic, tmp_path, monkeypatch):
+    from edge_slm.runtime import engine
+
+    texts = [LONGER, SHORT, "a very long and winding film .", SHORT_TOO]  # run order: SHORT, SHORT_TOO, ...
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(t + "\n" for t in texts))
+    real_predict, calls = engine.Model.predict_ids, []
+
+    def interrupted_at_the_third(self, ids):
+        calls.append(len(ids))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_predict(self, ids)
+
+    monkeypatch.setattr(engine.Model, "predict_ids", interrupted_at_the_third)
+    with pytest.raises(cli.RunInterrupted) as interrupted:
+        cli.run(tiny_dynamic, input_path=str(data), show_progress=False)
+    doc = interrupted.value.document
+    assert calls[:2] == [5, 5] and doc["interrupted"] is True
+    assert [(p["text"], p["line"]) for p in doc["predictions"]] == [(SHORT, 2), (SHORT_TOO, 4)]

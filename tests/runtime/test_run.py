@@ -186,15 +186,15 @@ def test_an_interrupt_writes_the_finished_predictions(tiny_dynamic, tmp_path, mo
 
     data = tmp_path / "texts.txt"
     data.write_text("one\ntwo\nthree\nfour\n")
-    real_predict, calls = engine.Model.predict_one, []
+    real_predict, calls = engine.Model.predict_ids, []
 
-    def interrupted_at_the_third(self, text):
-        calls.append(text)
+    def interrupted_at_the_third(self, ids):
+        calls.append(ids)
         if len(calls) == 3:
             raise KeyboardInterrupt  # what Ctrl-C or SIGTERM (run_click) raises
-        return real_predict(self, text)
+        return real_predict(self, ids)
 
-    monkeypatch.setattr(engine.Model, "predict_one", interrupted_at_the_third)
+    monkeypatch.setattr(engine.Model, "predict_ids", interrupted_at_the_third)
     code, _, err = run_cli("--model", tiny_dynamic, "--input", data, "-o", tmp_path / "r.json", "-q")
     assert code == 130 and err.strip() == "edge-run: interrupted"
     doc = json.loads((tmp_path / "r.json").read_text())

@@ -386,3 +386,9 @@ def test_word_cache_is_bounded():
     tok = WordPieceTokenizer(TINY_VOCAB, word_cache_size=2)
     assert tok.tokenize("the cat sat cats the") == ["the", "cat", "sat", "cat", "##s", "the"]
     assert tok._word_ids.cache_info().currsize == 2
+
+
+def test_fill_refuses_more_ids_than_the_arrays_hold(tiny):
+    out = {"input_ids": np.zeros((1, 4), np.int32)}
+    with pytest.raises(ValueError, match="5 ids do not fit arrays of width 4"):
+        tiny.fill([1, 2, 3, 4, 5], out)
