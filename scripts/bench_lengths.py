@@ -459,8 +459,9 @@ def main() -> int:
             line += "; ceiling " + ", ".join(f"{at['ceiling_ratio']:.2f}x at {n}"
                                             for n, at in r["where_time_goes"]["at_lengths"].items())
             line += f"; dev sorted by length {r['where_time_goes']['ratio_by_length']:.2f}x"
-            line += "; best case at own lengths " + ", ".join(
-                f"{best['ratio']:.2f}x {file_name}" for file_name, best in r["where_time_goes"]["own_lengths_best_case"].items())
+            best_cases = r["where_time_goes"]["own_lengths_best_case"]
+            line += "; best case at own lengths " + ", ".join(f"{best['ratio']:.2f}x {file_name}"
+                                                              for file_name, best in best_cases.items())
         print(line)
     print(f"written to {out}")
     return 0
