@@ -174,20 +174,21 @@ def breakdown_main(dynamic: str, fixed: str, traced: list, rounds: int, threads:
             m.run_prepared()
         return (time.perf_counter() - start) / runs * 1e3
 
-    # a dev text of exactly each traced length: the graphs then run the same tokens (fixed-128 padded)
-    at_len = {n: next(t for t, count in zip(texts, tokens) if count == n) for n in TRACED_LENS}
-
     # The best any runtime can do that runs each text at its own length with this engine: the steady state
     # at each of a file's lengths (re-planned once, warm, no per-text code), weighted by how many texts have it
-    def length_mix(file_texts) -> dict:
+    def length_mix(file_texts, lengths) -> dict:
+        """{length: (the file's first text of that length, how many texts have it)}"""
         counts = {}
-        for text in file_texts:
-            n = len(model.tokenizer.encode_ids(text, SEQ_LEN))
+        for text, n in zip(file_texts, lengths):
             text_of_length, count = counts.get(n, (text, 0))
             counts[n] = (text_of_length, count + 1)
         return counts
 
-    mixes = {"dev": length_mix(texts), "short_texts": length_mix(INTENT_TEXTS)}
+    mixes = {"dev": length_mix(texts, tokens),
+             "short_texts": length_mix(INTENT_TEXTS, [len(model.tokenizer.encode_ids(t, SEQ_LEN))
+                                                      for t in INTENT_TEXTS])}
+    # a dev text of exactly each traced length: the graphs then run the same tokens (fixed-128 padded)
+    at_len = {n: mixes["dev"][n][0] for n in TRACED_LENS}
 
     def best_case_ms(mix: dict) -> float:
         total = sum(count for _, count in mix.values())
